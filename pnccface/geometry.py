@@ -93,7 +93,8 @@ def euler_to_rotation(pitch, yaw, roll) -> Array:
   Returns:
     [..., 3, 3] rotation matrices acting on column vectors (R @ v).
   """
-  pitch, yaw, roll = (jnp.asarray(a, jnp.float32) for a in (pitch, yaw, roll))
+  pitch, yaw, roll = jnp.broadcast_arrays(
+      *(jnp.asarray(a, jnp.float32) for a in (pitch, yaw, roll)))
   cx, sx = jnp.cos(pitch), jnp.sin(pitch)
   cy, sy = jnp.cos(yaw), jnp.sin(yaw)
   cz, sz = jnp.cos(roll), jnp.sin(roll)
