@@ -1,0 +1,210 @@
+"""Input pipelines: TFDS splits -> model-ready numpy batches for `jax.pmap`.
+
+Every dataset is mapped to one example format (`FACE_FEATURES`):
+  image: [S, S, 3] float32 in [0, 1];
+  pncc: [S, S, 3] float32 in [0, 1], 0 on background (absent for CelebA
+    until annotated);
+  mask: [S, S, 1] float32, 1 on face pixels;
+  landmarks_2d: [68, 2] float32 image-frame pixels of the S x S image;
+  landmark_weights: [68] float32, 1 where the landmark is known.
+
+Batches are dicts of numpy arrays shaped [num_local_devices, per_device, ...]
+(the leading axis is pmap's). Multi-host: each process reads its own shard
+(`jax.process_index()` of `jax.process_count()` shards) and the global batch
+is split evenly across processes.
+
+Resumable training: `batch_source(...)` returns a callable `start_step ->
+iterator`, the protocol of `pnccface.train.common.train_loop`. Small datasets
+(few-shot subsets, tiny splits) are held in memory and batch `k` is drawn from
+a permutation seeded by (seed, epoch), so seeking is free and exact; larger
+ones stream through tf.data with a fixed shuffle seed and `skip`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+Batch = dict[str, np.ndarray]
+BatchSource = Callable[[int], Iterator[Batch]]
+
+# Datasets held in memory below this many examples (see module docstring).
+IN_MEMORY_LIMIT = 20000
+
+
+def load_split(name: str, split: str, *, data_dir: str | None = None,
+               builder_kwargs: Mapping | None = None,
+               manual_dir: str | None = None) -> tf.data.Dataset:
+  """Builds (if needed, offline for synthetic_faces) and loads a TFDS split.
+
+  Args:
+    name: e.g. 'synthetic_faces/tiny', 'aflw2000_3d', 'the300w_lp',
+      'celeb_a', or a dataset written by `annotation.write_annotated`.
+    split: TFDS split string, e.g. 'train', 'test[:100]'.
+    data_dir: TFDS data dir (default: TFDS's, ~/tensorflow_datasets).
+    builder_kwargs: extra builder arguments, e.g. {'model': MorphableModel}
+      for synthetic_faces.
+    manual_dir: where manually downloaded archives are (AFLW2000-3D, ...).
+  """
+  # Registers the project's builders with TFDS.
+  from pnccface.data import aflw2000_3d  # pylint: disable=g-import-not-at-top,unused-import
+  from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import
+  builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  builder.download_and_prepare(download_config=download_config)
+  read_config = tfds.ReadConfig(shuffle_seed=0, try_autocache=False)
+  return builder.as_dataset(split=split, shuffle_files=False,
+                            read_config=read_config)
+
+
+def to_face_example(example: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """Maps a synthetic_faces / annotated example to `FACE_FEATURES`."""
+  out = {'image': tf.image.convert_image_dtype(example['image'], tf.float32)}
+  if 'pncc' in example:
+    out['pncc'] = tf.image.convert_image_dtype(example['pncc'], tf.float32)
+  if 'mask' in example:
+    out['mask'] = tf.image.convert_image_dtype(example['mask'], tf.float32)
+  if 'landmarks_2d' in example:
+    out['landmarks_2d'] = tf.cast(example['landmarks_2d'], tf.float32)
+    out['landmark_weights'] = tf.ones([68], tf.float32)
+  return out
+
+
+def few_shot_indices(num_examples: int, num_samples: int,
+                     seed: int) -> np.ndarray:
+  """The few-shot subset: `num_samples` distinct indices, sorted.
+
+  Defined as `sorted(np.random.default_rng(seed).permutation(num_examples)
+  [:num_samples])`, so the same (dataset, N, seed) always names the same
+  samples, and the subset for N is contained in the one for N' > N.
+  """
+  if not 0 < num_samples <= num_examples:
+    raise ValueError(f'cannot take {num_samples} samples out of '
+                     f'{num_examples}')
+  permutation = np.random.default_rng(seed).permutation(num_examples)
+  return np.sort(permutation[:num_samples])
+
+
+def to_numpy(dataset: tf.data.Dataset) -> Batch:
+  """Reads a whole (small) dataset into stacked numpy arrays."""
+  rows = list(tfds.as_numpy(dataset))
+  if not rows:
+    raise ValueError('the dataset is empty')
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def select(arrays: Batch, indices) -> Batch:
+  return {k: v[np.asarray(indices)] for k, v in arrays.items()}
+
+
+def local_batch_size(global_batch_size: int, num_devices: int) -> int:
+  """This process's share of the global batch; checks divisibility."""
+  processes = jax.process_count()
+  if global_batch_size % (processes * num_devices):
+    raise ValueError(
+        f'global batch {global_batch_size} is not divisible by '
+        f'{processes} processes x {num_devices} local devices')
+  return global_batch_size // processes
+
+
+def shard_for_pmap(batch: Batch, num_devices: int) -> Batch:
+  """[B, ...] -> [num_devices, B / num_devices, ...]."""
+  return {k: v.reshape((num_devices, -1) + v.shape[1:])
+          for k, v in batch.items()}
+
+
+def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
+                       num_devices: int | None = None) -> BatchSource:
+  """Endless shuffled batches of in-memory arrays, seekable by step.
+
+  Batch k is examples `perm_e[(k mod n_per_epoch) * b : ... + b]` of this
+  process's shard, with perm_e = default_rng([seed, e]).permutation, e the
+  epoch of step k; an epoch drops its last partial batch. Datasets smaller
+  than a batch are cycled within the permutation.
+  """
+  num_devices = num_devices or jax.local_device_count()
+  local = local_batch_size(global_batch_size, num_devices)
+  arrays = {k: v[jax.process_index()::jax.process_count()]
+            for k, v in arrays.items()}
+  n = len(next(iter(arrays.values())))
+  per_epoch = max(n // local, 1)
+
+  def batch(step: int) -> Batch:
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    idx = np.resize(perm, max(n, local))[k * local:(k + 1) * local]
+    return shard_for_pmap(select(arrays, idx), num_devices)
+
+  def source(start_step: int = 0) -> Iterator[Batch]:
+    step = start_step
+    while True:
+      yield batch(step)
+      step += 1
+
+  return source
+
+
+def dataset_batch_source(dataset: tf.data.Dataset, global_batch_size: int, *,
+                         seed: int = 0, num_devices: int | None = None,
+                         shuffle_buffer: int = 4096) -> BatchSource:
+  """Endless shuffled batches streamed through tf.data; seeks with `skip`."""
+  num_devices = num_devices or jax.local_device_count()
+  local = local_batch_size(global_batch_size, num_devices)
+  dataset = dataset.shard(jax.process_count(), jax.process_index())
+  options = tf.data.Options()
+  options.deterministic = True
+  dataset = dataset.with_options(options)
+
+  def source(start_step: int = 0) -> Iterator[Batch]:
+    ds = dataset.repeat().shuffle(shuffle_buffer, seed=seed)
+    ds = ds.batch(local, drop_remainder=True).skip(start_step)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    for batch in tfds.as_numpy(ds):
+      yield shard_for_pmap(batch, num_devices)
+
+  return source
+
+
+def eval_batches(arrays_or_dataset, batch_size: int) -> Iterator[Batch]:
+  """One pass, in order, flat [B, ...] batches (the last may be smaller)."""
+  if isinstance(arrays_or_dataset, tf.data.Dataset):
+    yield from tfds.as_numpy(arrays_or_dataset.batch(batch_size))
+    return
+  n = len(next(iter(arrays_or_dataset.values())))
+  for start in range(0, n, batch_size):
+    yield {k: v[start:start + batch_size] for k, v in arrays_or_dataset.items()}
+
+
+def face_dataset(name: str, split: str, *, data_dir: str | None = None,
+                 builder_kwargs: Mapping | None = None,
+                 num_samples: int | None = None,
+                 subset_seed: int = 0) -> tf.data.Dataset | Batch:
+  """A split in `FACE_FEATURES` format, optionally a few-shot subset.
+
+  Returns in-memory arrays when the split (or subset) is small enough
+  (`IN_MEMORY_LIMIT`), else a tf.data.Dataset.
+  """
+  dataset = load_split(name, split, data_dir=data_dir,
+                       builder_kwargs=builder_kwargs)
+  dataset = dataset.map(to_face_example, num_parallel_calls=tf.data.AUTOTUNE)
+  count = int(dataset.cardinality())
+  if num_samples is not None:
+    indices = few_shot_indices(count, num_samples, subset_seed)
+    return select(to_numpy(dataset), indices)
+  if 0 <= count <= IN_MEMORY_LIMIT:
+    return to_numpy(dataset)
+  return dataset
+
+
+def batch_source(data: tf.data.Dataset | Batch, global_batch_size: int, *,
+                 seed: int = 0, num_devices: int | None = None) -> BatchSource:
+  """`array_batch_source` or `dataset_batch_source`, whichever fits `data`."""
+  if isinstance(data, tf.data.Dataset):
+    return dataset_batch_source(data, global_batch_size, seed=seed,
+                                num_devices=num_devices)
+  return array_batch_source(data, global_batch_size, seed=seed,
+                            num_devices=num_devices)
