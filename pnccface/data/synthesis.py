@@ -111,9 +111,12 @@ def sample_face_params(rng: np.random.Generator, model: MorphableModel,
   ], axis=1)
   translation = target - scale[:, None] * rotated_centre
   pose_para = np.concatenate([angles, translation, scale[:, None]], axis=1)
+  expression = coeffs(model.expression_std)
+  for k in model.nonnegative_expressions:
+    expression[:, k] = np.abs(expression[:, k])
   return RandomFaceParams(
       shape=coeffs(model.shape_std),
-      expression=coeffs(model.expression_std),
+      expression=expression,
       albedo=coeffs(model.albedo_std),
       sh=random_sh(rng, batch),
       pose_para=pose_para.astype(np.float32))

@@ -37,6 +37,9 @@ class MorphableModel:
     landmark_indices: [68] int32, vertex indices of the iBUG-68 landmarks.
     ncc: [V, 3] float32 in [0, 1], the normalised coordinate code.
     name: static string identifying the model (kept out of the pytree leaves).
+    nonnegative_expressions: static tuple of expression components that only
+      make sense with coefficients >= 0 (e.g. jaw open: a negative value
+      pushes the lips through each other); samplers draw |z| for them.
   """
   mean_shape: Array
   shape_basis: Array
@@ -50,6 +53,8 @@ class MorphableModel:
   landmark_indices: Array
   ncc: Array
   name: str = flax.struct.field(pytree_node=False, default='unnamed')
+  nonnegative_expressions: tuple[int, ...] = flax.struct.field(
+      pytree_node=False, default=())
 
   @property
   def num_vertices(self) -> int:
@@ -154,7 +159,7 @@ def normalized_coordinate_code(mean_shape) -> np.ndarray:
 def make_model(*, mean_shape, triangles, landmark_indices, shape_basis=None,
                shape_std=None, expression_basis=None, expression_std=None,
                albedo_mean=None, albedo_basis=None, albedo_std=None, ncc=None,
-               name='unnamed') -> MorphableModel:
+               name='unnamed', nonnegative_expressions=()) -> MorphableModel:
   """Builds and validates a `MorphableModel`, filling absent parts.
 
   Missing bases become empty ([V, 3, 0]); missing stds become ones; a missing
@@ -190,5 +195,6 @@ def make_model(*, mean_shape, triangles, landmark_indices, shape_basis=None,
       ncc=jnp.asarray(
           normalized_coordinate_code(mean_shape) if ncc is None else
           np.asarray(ncc, np.float32)),
-      name=name)
+      name=name,
+      nonnegative_expressions=tuple(int(k) for k in nonnegative_expressions))
   return model.validate()

@@ -52,8 +52,8 @@ _EYE_Y = 30.0
 _EYE_INNER_X = 16.5       # inner canthus |x|
 _EYE_OUTER_X = 46.0       # outer canthus |x|
 _NASION_Y = 38.0
-_NOSE_TIP_Y = -6.0
-_SUBNASALE_Y = -19.0
+_NOSE_TIP_Y = -7.0
+_SUBNASALE_Y = -17.0
 _CHIN_Y = -88.0
 
 _NUM_SHAPE = 60
@@ -123,7 +123,10 @@ def model_info() -> ModelInfo:
 
 @functools.lru_cache(maxsize=None)
 def _model() -> morphable.MorphableModel:
-  return morphable.make_model(name=MODEL_NAME, **_build()[0])
+  return morphable.make_model(
+      name=MODEL_NAME, nonnegative_expressions=[
+          EXPRESSION_NAMES.index(n) for n in EXPRESSION_NONNEGATIVE],
+      **_build()[0])
 
 
 # ----------------------------------------------------------------------------
@@ -165,11 +168,11 @@ def _smooth_table(knots, values, query, sigma):
 
 # Height (mm) -> half-width, front depth of the face ring.
 _RING_Y = np.array([-80., -68., -55., -40., -15., 5., 25., 45., 65., 85.,
-                    100., 112.])
-_RING_WIDTH = np.array([30., 42., 54., 61., 67., 70., 72., 73., 72., 65.,
-                        54., 34.])
-_RING_DEPTH = np.array([84., 87., 89., 91., 92., 91., 89., 89., 84., 73.,
-                        58., 32.])
+                    100., 112., 122.])
+_RING_WIDTH = np.array([30., 42., 54., 61., 67., 70., 72., 73., 72., 66.,
+                        56., 40., 10.])
+_RING_DEPTH = np.array([84., 87., 89., 91., 92., 91., 89., 89., 84., 74.,
+                        60., 40., 10.])
 _NECK_WIDTH, _NECK_DEPTH = 52.0, 48.0
 _SOFT_UNION_MM = 0.5   # 1/sharpness of the face-neck soft union
 
@@ -209,7 +212,7 @@ def _row_heights():
   The mouth slit gets four dedicated rows: two lip-contact rows and two
   'pocket' rows between them that the mouth displacement pushes back.
   """
-  fine = np.arange(-100.0, 108.0 + 1e-9, 0.05)
+  fine = np.arange(-100.0, 114.0 + 1e-9, 0.05)
   front = _ring_radius(np.zeros_like(fine), fine)
   seg = np.hypot(np.diff(fine), np.diff(front))
   # Coarser sampling on the neck and the top of the forehead.
@@ -235,23 +238,35 @@ def _column_angles():
 # Facial features: normal displacements (mm) in front coordinates (x, y).
 
 
+def _soft_min(a, b, k):
+  m = np.minimum(a, b)
+  return m - k * np.log(np.exp((m - a) / k) + np.exp((m - b) / k))
+
+
 def _nose(x, y):
-  """Nose ridge, tip, columella and alae."""
-  # Ridge height grows from the nasion to the tip, then drops to the
-  # subnasale along the columella.
+  """Nose dorsum, rounded tip, columella and alae."""
+  # Profile height: the dorsum rises from the nasion to the tip, the
+  # columella rises from the subnasale to the tip; a soft minimum of the two
+  # rounds the tip, a soft plus keeps it above the lip.
   t = np.clip((_NASION_Y + 4.0 - y) / (_NASION_Y + 4.0 - _NOSE_TIP_Y), 0, 1)
-  ridge = 3.0 + 18.0 * t**1.6
-  drop = _smoothstep(_NOSE_TIP_Y + 1.5, _SUBNASALE_Y + 1.0, y)
-  height = ridge * (1.0 - drop) * _smoothstep(_NASION_Y + 16.0, _NASION_Y,
-                                              y)
-  width = 6.0 + 5.5 * t**1.5
+  dorsum = 2.0 + 16.5 * t**1.25
+  columella = 1.0 + (y - _SUBNASALE_Y) * 2.6
+  height = _soft_min(dorsum, columella, 2.0)
+  height = 0.8 * np.log1p(np.exp(height / 0.8))
+  height *= _smoothstep(_NASION_Y + 14.0, _NASION_Y, y)
+  width = 5.5 + 5.0 * t**1.5
   ridge_shape = height * np.exp(-0.5 * (x / width)**2)
-  tip = 3.5 * _gauss(x, y, 0.0, _NOSE_TIP_Y - 0.5, 6.5, 4.5)
-  alae = _pair(lambda xx: _gauss(xx, y, -13.0, -13.0, 4.5, 4.0), x) * 7.5
-  nostrils = _pair(lambda xx: _gauss(xx, y, -6.5, -15.5, 2.5, 1.6), x) * -2.5
+  tip = 2.0 * _gauss(x, y, 0.0, _NOSE_TIP_Y - 2.0, 5.5, 3.5)
+  # Alae: wings along the lower nose sides, tapering upwards into it.
+  def ala(xx):
+    along = (y + 12.0) / 7.0
+    across = (xx + 11.5 + 0.35 * (y + 12.0)) / 3.2
+    return np.exp(-0.5 * (along**2 + across**2))
+  alae = _pair(ala, x) * 4.0
+  nostrils = _pair(lambda xx: _gauss(xx, y, -5.0, -14.0, 2.2, 1.4), x) * -2.0
   alar_groove = _pair(
-      lambda xx: _gauss(np.hypot(xx + 13.0, y + 13.0), 0.0, 7.5, 0.0, 1.6,
-                        1.0), x) * -1.5 * _smoothstep(-2.0, -8.0, y)
+      lambda xx: _gauss(np.hypot(xx + 11.0, y + 11.0), 0.0, 6.3, 0.0, 1.2,
+                        1.0), x) * -1.2 * _smoothstep(-3.0, -9.0, y)
   return ridge_shape + tip + alae + nostrils + alar_groove
 
 
@@ -317,7 +332,7 @@ def _cheeks(x, y):
     t = np.clip(((xx - ax) * (bx - ax) + (y - ay) * (by - ay)) /
                 ((bx - ax)**2 + (by - ay)**2), 0.0, 1.0)
     d = np.hypot(xx - ax - t * (bx - ax), y - ay - t * (by - ay))
-    return -1.4 * np.exp(-0.5 * (d / 2.2)**2) * np.sin(np.pi * t)**0.5
+    return -0.9 * np.exp(-0.5 * (d / 3.0)**2) * np.sin(np.pi * t)**0.5
   return bones + fullness + temples + _pair(fold, x)
 
 
@@ -333,15 +348,15 @@ def _lips(x, y):
       0.15 * np.exp(-0.5 * (x / 2.0)**2))
   up_h = 7.5 * cupid * w**0.5
   up = y - _MOUTH_Y
-  upper = 4.0 * w * np.exp(-0.5 * ((up - 0.45 * up_h) / (0.42 * up_h +
+  upper = 5.5 * w * np.exp(-0.5 * ((up - 0.45 * up_h) / (0.42 * up_h +
                                                           0.5))**2)
   upper *= up > 0
   lo_h = 9.0 * w**0.5
-  lower = 5.0 * w * np.exp(-0.5 * ((-up - 0.45 * lo_h) / (0.42 * lo_h +
+  lower = 6.0 * w * np.exp(-0.5 * ((-up - 0.45 * lo_h) / (0.42 * lo_h +
                                                            0.5))**2)
   lower *= up < 0
   pocket = -7.0 * (np.abs(up) < 0.5) * w**0.7
-  muzzle = 6.0 * _gauss(x, y, 0.0, _MOUTH_Y + 3.0, 22.0, 18.0)
+  muzzle = 7.0 * _gauss(x, y, 0.0, _MOUTH_Y + 2.0, 22.0, 17.0)
   philtrum = -0.8 * np.exp(-0.5 * (x / 2.0)**2) * _smoothstep(
       _MOUTH_Y + up_h, _MOUTH_Y + up_h + 2, y) * _smoothstep(
           _SUBNASALE_Y, _SUBNASALE_Y - 3.0, y)
@@ -393,15 +408,20 @@ def _grid_triangles(rows, cols):
 
 
 def _symmetrize(field, mirror, sign=1.0, vector=True):
-  """Projects a [V, C] field onto its (anti)symmetric part under x -> -x.
+  """Projects fields onto their (anti)symmetric parts under x -> -x.
 
-  `vector`: the field is a displacement whose x component flips sign;
-  otherwise (colours) the channels are left as they are.
+  Args:
+    field: [V, C] or [V, C, K].
+    mirror: [V] mirror vertex of each vertex.
+    sign: +1 (symmetric) or -1 (antisymmetric), scalar or [K].
+    vector: the field is a displacement whose x component flips sign;
+      otherwise (colours) the channels are left as they are.
   """
   flipped = field[mirror]
   if vector:
-    flipped = flipped * np.array([-1.0, 1.0, 1.0])
-  return 0.5 * (field + sign * flipped)
+    flipped = flipped * np.array([-1.0, 1.0, 1.0]).reshape(
+        (3,) + (1,) * (field.ndim - 2))
+  return 0.5 * (field + np.asarray(sign) * flipped)
 
 
 @functools.lru_cache(maxsize=None)
@@ -508,10 +528,8 @@ def _jaw_contour_targets():
     neck = _superellipse_radius(cand, _NECK_WIDTH * neck_scale + 1e-3,
                                 _NECK_DEPTH * neck_scale + 1e-3, 2.0)
     above = face > neck + 4.0
-    limit = cand[above][-1] if above.all() is False and above.any() else (
-        cand[-1])
-    if not above.all() and above.any():
-      limit = cand[np.argmin(above)] - np.radians(3.0)
+    limit = cand[-1] if above.all() else cand[np.argmin(above)] - np.radians(
+        3.0)
     thetas.append(min(limit, np.radians(78.0)))
   return -np.array(thetas), ys
 
@@ -553,8 +571,8 @@ def _landmarks(ctx):
   nose_rows = midline[(rows_y > _SUBNASALE_Y) & (rows_y < 10.0)]
   lm[30] = nose_rows[np.argmax(ctx.mean[nose_rows, 2])]
   # Nose bottom 31-35.
-  lm[31] = _nearest_vertex(ctx, -11.0, -15.5)
-  lm[32] = _nearest_vertex(ctx, -5.5, -17.5)
+  lm[31] = _nearest_vertex(ctx, -10.5, _SUBNASALE_Y + 2.0)
+  lm[32] = _nearest_vertex(ctx, -5.0, _SUBNASALE_Y + 0.5)
   lm[33] = on_midline(_SUBNASALE_Y + 0.5)
   # Eyes 36-41: outer corner, upper lid x2, inner corner, lower lid x2.
   for i, s in zip((36, 37, 38, 39, 40, 41),
@@ -575,8 +593,8 @@ def _landmarks(ctx):
              _MOUTH_HALF_WIDTH - 0.5)))
   lm[49] = _nearest_vertex(ctx, -14.0, _MOUTH_Y + 6.0)
   lm[50] = _nearest_vertex(ctx, -5.5, _MOUTH_Y + 8.5)
-  lm[51] = on_midline(_MOUTH_Y + 7.5)
-  lm[57] = on_midline(_MOUTH_Y - 9.5)
+  lm[51] = on_midline(_MOUTH_Y + 6.5)
+  lm[57] = on_midline(_MOUTH_Y - 9.0)
   lm[58] = _nearest_vertex(ctx, -7.0, _MOUTH_Y - 9.0)
   lm[59] = _nearest_vertex(ctx, -15.0, _MOUTH_Y - 7.0)
   # Inner lips: 60 inner corner, 61-62 upper contact, 66-67 lower contact.
@@ -606,20 +624,47 @@ def _landmarks(ctx):
 
 
 def _dct_fields(ctx, max_freq):
-  """Low-frequency cosine fields over the grid parameters: [V, F] and the
-  parity of each field under x -> -x (+1 even, -1 odd)."""
+  """Low-frequency cosine fields over the grid parameters.
+
+  Returns:
+    fields: [V, F], cos(p pi (u + 1) / 2) cos(q pi v) for p + q <= max_freq,
+      u in [-1, 1] across columns, v in [0, 1] up the rows.
+    freq: [F] p + q.
+  """
   num_rows = ctx.rows_y.size
-  u = np.tile(np.linspace(-1.0, 1.0, ctx.num_cols), num_rows)
-  v = np.repeat(np.linspace(0.0, 1.0, num_rows), ctx.num_cols)
-  fields, parity = [], []
+  u = np.linspace(-1.0, 1.0, ctx.num_cols)
+  v = np.linspace(0.0, 1.0, num_rows)
+  fields, freq = [], []
   for p in range(max_freq + 1):
-    for q in range(max_freq + 1):
-      if p + q > max_freq:
-        continue
+    for q in range(max_freq + 1 - p):
       fu = np.cos(0.5 * np.pi * p * (u + 1.0))
-      fields.append(fu * np.cos(np.pi * q * v))
-      parity.append(1.0 if p % 2 == 0 else -1.0)
-  return np.stack(fields, axis=-1), np.array(parity)
+      fv = np.cos(np.pi * q * v)
+      fields.append((fv[:, None] * fu[None, :]).reshape(-1))
+      freq.append(p + q)
+  return np.stack(fields, axis=-1), np.array(freq, np.float64)
+
+
+def _random_smooth_fields(ctx, rng, count, channels):
+  """`count` random smooth fields [V, channels, count], rougher as k grows.
+
+  Random combinations of the cosine fields with a decaying spectrum whose
+  cut-off frequency rises with k, weighted towards the front of the head.
+  One matrix product for all fields: many small BLAS calls are slow on a
+  busy machine.
+  """
+  dct, freq = _dct_fields(ctx, 8)
+  weight = 0.35 + 0.65 * _smoothstep(np.radians(85), np.radians(45),
+                                     np.abs(ctx.th))
+  cutoff = 3 + (6 * np.arange(count)) // count
+  spectrum = (freq[:, None] <= cutoff[None, :]) * np.exp(-0.25 * freq)[:, None]
+  coeff = rng.standard_normal((freq.size, channels, count)) * spectrum[:, None]
+  fields = (dct @ coeff.reshape(freq.size, -1)).reshape(-1, channels, count)
+  return fields * weight[:, None, None]
+
+
+def _unit_rms(fields):
+  """Scales each field [V, C, K] to unit per-vertex RMS."""
+  return fields / np.sqrt(np.mean(np.sum(fields**2, axis=1), axis=0))
 
 
 def _shape_semantic(ctx):
@@ -668,24 +713,33 @@ def _shape_semantic(ctx):
 
 
 def _orthogonalize(fields, num_leading_drop, names):
-  """QR of [3V, K] columns -> orthogonal components, sorted by magnitude.
+  """Gram-Schmidt of the columns of [V, 3, K] fields, sorted by magnitude.
 
-  Each input column is a deformation at one standard deviation. Output basis
-  columns have unit per-vertex RMS; std is the RMS (per vertex) of each
-  orthogonalised column at one standard deviation.
+  Each input column is a deformation at one standard deviation; the first
+  `num_leading_drop` columns (e.g. rigid motions) are projected out and
+  dropped. Output basis columns are orthogonal with unit per-vertex RMS
+  (squared norm V); std is the per-vertex RMS of each orthogonalised column
+  at one standard deviation. Cholesky-QR: R from the Gram matrix, Q = A R^-1,
+  which is much faster than a Householder QR of the tall matrix.
+
+  Returns:
+    basis [V, 3, K - drop] float32, std [K - drop] float32, names.
   """
   num_v = fields.shape[0]
-  mat = fields.reshape(num_v * 3, -1)
-  q, r = np.linalg.qr(mat)
-  diag = np.diag(r)
-  q = q * np.sign(diag)
-  magnitude = np.abs(diag)
-  q, magnitude = q[:, num_leading_drop:], magnitude[num_leading_drop:]
+  mat = fields.reshape(num_v * 3, -1).astype(np.float32, copy=False)
+  # float32 products (fast), float64 factorisation, then one re-projection
+  # pass (CholeskyQR2) to restore orthogonality lost to float32 rounding.
+  upper = np.linalg.cholesky((mat.T @ mat).astype(np.float64)).T
+  q = mat @ np.linalg.inv(upper).astype(np.float32)
+  upper2 = np.linalg.cholesky((q.T @ q).astype(np.float64)).T
+  magnitude = np.diag(upper2 @ upper)[num_leading_drop:]
   order = np.argsort(-magnitude, kind='stable')
-  basis = (q[:, order] * np.sqrt(num_v)).reshape(num_v, 3, -1)
+  keep = num_leading_drop + order
+  fix = np.linalg.inv(upper2)[:, keep] * np.sqrt(num_v)
+  basis = (q @ fix.astype(np.float32)).reshape(num_v, 3, -1)
   std = magnitude[order] / np.sqrt(num_v)
-  return (basis.astype(np.float32), std.astype(np.float32),
-          tuple(names[i] for i in order))
+  names = names[num_leading_drop:]
+  return basis, std.astype(np.float32), tuple(names[i] for i in order)
 
 
 def _rigid_fields(ctx):
@@ -699,34 +753,18 @@ def _rigid_fields(ctx):
 
 def _shape_basis(ctx, rng):
   semantic = _shape_semantic(ctx)
-  names = list(semantic)
-  num_random = _NUM_SHAPE - len(names)
-  sym_sign = {'face_width': 1.0}
-  fields = [_symmetrize(f, ctx.mirror, sym_sign.get(k, 1.0))
-            for k, f in semantic.items()]
-  dct, parity = _dct_fields(ctx, 6)
-  freq_order = np.argsort([0], kind='stable')  # placeholder, replaced below
-  del freq_order
-  weight = (0.35 + 0.65 * _smoothstep(np.radians(85), np.radians(45),
-                                      np.abs(ctx.th)))[:, None]
-  num_f = dct.shape[1]
-  for k in range(num_random):
-    # Increasing frequency content and decreasing magnitude with k.
-    level = 2 + (4 * k) // num_random
-    coeff = rng.standard_normal((num_f, 3))
-    freq = np.array([[p + q] for p in range(7) for q in range(7)
-                     if p + q <= 6], np.float64)
-    coeff *= (freq <= level) * np.exp(-0.3 * freq)
-    field = dct @ coeff * weight
-    sign = 1.0 if k % 4 != 3 else -1.0
-    field = _symmetrize(field, ctx.mirror, sign)
-    rms = np.sqrt(np.mean(np.sum(field**2, -1)))
-    fields.append(field * (2.2 * (1.0 + k / 8.0)**-0.9) / rms)
-    names.append(f'random_{k:02d}')
-  del parity
-  rigid = _rigid_fields(ctx)
-  stacked = np.concatenate([rigid, np.stack(fields, axis=-1)], axis=-1)
-  return _orthogonalize(stacked, 6, ['rigid'] * 6 + names)
+  count = _NUM_SHAPE - len(semantic)
+  # Identity is mostly symmetric: one random field in four is antisymmetric.
+  k = np.arange(count)
+  randoms = _symmetrize(_random_smooth_fields(ctx, rng, count, 3),
+                        ctx.mirror, np.where(k % 4 == 3, -1.0, 1.0))
+  randoms = _unit_rms(randoms) * 2.2 * (1.0 + k / 8.0)**-0.9
+  fields = np.concatenate([
+      _unit_rms(_rigid_fields(ctx)),
+      _symmetrize(np.stack(list(semantic.values()), axis=-1), ctx.mirror),
+      randoms], axis=-1, dtype=np.float32)
+  names = ['rigid'] * 6 + list(semantic) + [f'random_{i:02d}' for i in k]
+  return _orthogonalize(fields, 6, names)
 
 
 # ----------------------------------------------------------------------------
@@ -749,10 +787,6 @@ def _expression_fields(ctx):
 
   def vec(dx, dy, dz):
     return np.stack([dx + zeros, dy + zeros, dz + zeros], axis=-1)
-
-  def one_side(fn):
-    """A field defined for the subject's right (x < 0) side only."""
-    return fn
 
   # Jaw rotation about the temporomandibular axis (x axis through pivot).
   pivot_y, pivot_z, angle = 5.0, -5.0, 0.2
@@ -794,10 +828,11 @@ def _expression_fields(ctx):
                     1.0 * inner)
 
   def eye_close_side(s):
-    # Upper lid slides down onto the lower lid margin; the lid skin above
-    # follows, fading towards the brow.
-    xs = s * x * -1.0  # coordinates of the x < 0 eye
-    along_s, upper, lower = _eye_frame(-np.abs(x) if s == 0 else xs, y)
+    # s = +1: the subject's left eye (x > 0). The upper lid slides down onto
+    # the lower lid margin; the lid skin above follows, fading towards the
+    # brow.
+    xs = -s * x  # the eye's x in the frame of the x < 0 eye
+    along_s, upper, lower = _eye_frame(xs, y)
     gap = upper - lower
     window = np.exp(-(np.maximum(np.maximum(-along_s, along_s - 1.0), 0.0) *
                       (_EYE_OUTER_X - _EYE_INNER_X) / 4.0)**2)
@@ -807,7 +842,8 @@ def _expression_fields(ctx):
     dy = np.where(above, -gap * 0.95 * np.exp(-((y - upper) / 7.0)**2), dy)
     dy *= window * (xs < -2.0) * (np.abs(x) < 70.0)
     aperture = _eye_aperture(xs, y)
-    return vec(0, dy, 1.2 * aperture)
+    # The squeezed eyeball surface tucks in behind the closing lid.
+    return vec(0, dy, -1.5 * aperture)
 
   eyes_close = eye_close_side(1.0) + eye_close_side(-1.0)
   cheeks = _pair(lambda xx: _gauss(xx, y, -40.0, -34.0, 15.0, 13.0), x)
@@ -824,7 +860,6 @@ def _expression_fields(ctx):
   def asym(fields_left, fields_right):
     return fields_left - fields_right
 
-  del one_side
   return {
       'jaw_open': jaw_open * front[:, None],
       'smile': smile,
@@ -838,7 +873,7 @@ def _expression_fields(ctx):
       'nose_wrinkle': nose_wrinkle,
       'upper_lip_raise': upper_lip_raise,
       'smile_asym': asym(smile_side(1.0), smile_side(-1.0)),
-      'eyes_close_asym': asym(eye_close_side(-1.0), eye_close_side(1.0)),
+      'eyes_close_asym': asym(eye_close_side(1.0), eye_close_side(-1.0)),
       'brows_raise_asym': asym(brow_raise_side(1.0), brow_raise_side(-1.0)),
       'jaw_sideways': jaw_sideways,
       'mouth_sideways': mouth_sideways,
@@ -859,12 +894,12 @@ _EXPRESSION_ANTISYMMETRIC = ('smile_asym', 'eyes_close_asym',
 
 def _expression_basis(ctx):
   fields = _expression_fields(ctx)
-  basis = []
-  for name in EXPRESSION_NAMES:
-    sign = -1.0 if name in _EXPRESSION_ANTISYMMETRIC else 1.0
-    basis.append(_symmetrize(fields[name], ctx.mirror, sign))
+  sign = np.array([-1.0 if name in _EXPRESSION_ANTISYMMETRIC else 1.0
+                   for name in EXPRESSION_NAMES])
+  basis = _symmetrize(np.stack([fields[k] for k in EXPRESSION_NAMES], -1),
+                      ctx.mirror, sign)
   std = np.array([_EXPRESSION_STD[k] for k in EXPRESSION_NAMES], np.float32)
-  return np.stack(basis, axis=-1).astype(np.float32), std
+  return basis.astype(np.float32), std
 
 
 # ----------------------------------------------------------------------------
@@ -888,8 +923,8 @@ def _albedo_regions(ctx):
   x, y = ctx.x, ctx.y
   w = _mouth_width_profile(x)
   up = y - _MOUTH_Y
-  lips = w**0.3 * ((up > 0) * _smoothstep(8.5, 6.0, up / np.maximum(
-      w, 1e-3)**0.5) + (up <= 0) * _smoothstep(10.0, 7.5, -up / np.maximum(
+  lips = w**0.3 * ((up > 0) * _smoothstep(8.0, 6.5, up / np.maximum(
+      w, 1e-3)**0.5) + (up <= 0) * _smoothstep(11.0, 9.5, -up / np.maximum(
           w, 1e-3)**0.5))
   pocket = (np.abs(up) < 0.5) * w**0.5
   arch = 48.0 + 3.0 * np.exp(-0.5 * ((np.abs(x) - 32.0) / 15.0)**2)
@@ -907,7 +942,7 @@ def _albedo_regions(ctx):
       _EYE_INNER_X + 2.0, _EYE_INNER_X + 6.0, np.abs(x)) * _smoothstep(
           _EYE_OUTER_X + 2.0, _EYE_OUTER_X - 1.0, np.abs(x))
   cheeks = _pair(lambda xx: _gauss(xx, y, -38.0, -8.0, 14.0, 12.0), x)
-  nostrils = _pair(lambda xx: _gauss(xx, y, -6.5, -16.0, 2.2, 1.3), x)
+  nostrils = _pair(lambda xx: _gauss(xx, y, -5.0, -14.5, 2.0, 1.2), x)
   return dict(lips=lips, pocket=pocket, brows=brows, aperture=aperture,
               iris=iris, pupil=pupil, lashes=lashes, cheeks=cheeks,
               nostrils=nostrils)
@@ -941,13 +976,13 @@ def _albedo_semantic(ctx, mean):
     return np.asarray(rgb)[None, :] * mask[:, None]
 
   return {
-      'skin_tone': mean * skin[:, None] * 0.45,
-      'redness': tint([0.05, -0.02, -0.02], skin),
-      'yellowness': tint([0.03, 0.03, -0.03], skin),
+      'skin_tone': mean * skin[:, None] * 0.3,
+      'redness': tint([0.035, -0.008, -0.01], skin),
+      'yellowness': tint([0.02, 0.015, -0.02], skin),
       'lip_colour': tint([0.06, -0.03, -0.02], reg['lips']),
       'blush': tint([0.06, -0.01, -0.01], reg['cheeks'] * skin),
       'brow_darkness': (_BROWS - mean) * (0.4 * reg['brows'])[:, None],
-      'iris_colour': tint([0.05, 0.10, 0.16], reg['iris'] - reg['pupil']),
+      'iris_colour': tint([0.04, 0.07, 0.1], reg['iris'] - reg['pupil']),
       'beard_shadow': tint([-0.06, -0.05, -0.035], lower * (
           1.0 - reg['lips']) * skin),
       'under_eye_shadow': tint([-0.04, -0.04, -0.02], under_eye * skin),
@@ -957,23 +992,17 @@ def _albedo_semantic(ctx, mean):
 
 def _albedo_basis(ctx, mean, rng):
   semantic = _albedo_semantic(ctx, mean)
-  names = list(semantic)
-  fields = [_symmetrize(f, ctx.mirror, 1.0, vector=False)
-            for f in semantic.values()]
-  dct, _ = _dct_fields(ctx, 6)
-  freq = np.array([p + q for p in range(7) for q in range(7) if p + q <= 6],
-                  np.float64)
-  num_random = _NUM_ALBEDO - len(names)
-  for k in range(num_random):
-    level = 2 + (4 * k) // num_random
-    coeff = rng.standard_normal(dct.shape[1]) * (freq <= level) * np.exp(
-        -0.3 * freq)
-    colour = np.array([1.0, 0.7, 0.55]) + 0.5 * rng.standard_normal(3)
-    field = (dct @ coeff)[:, None] * colour[None, :]
-    sign = 1.0 if k % 3 != 2 else -1.0
-    field = _symmetrize(field, ctx.mirror, sign, vector=False)
-    rms = np.sqrt(np.mean(np.sum(field**2, -1)))
-    fields.append(field * (0.03 * (1.0 + k / 10.0)**-0.8) / rms)
-    names.append(f'random_{k:02d}')
-  stacked = np.stack(fields, axis=-1)
-  return _orthogonalize(stacked, 0, names)
+  count = _NUM_ALBEDO - len(semantic)
+  k = np.arange(count)
+  # Mostly brightness of a skin-like hue, with some change of hue.
+  colour = np.array([1.0, 0.7, 0.55])[:, None] * (
+      1.0 + 0.12 * rng.standard_normal((3, count)))
+  randoms = _symmetrize(_random_smooth_fields(ctx, rng, count, 1) * colour,
+                        ctx.mirror, np.where(k % 3 == 2, -1.0, 1.0),
+                        vector=False)
+  randoms = _unit_rms(randoms) * 0.025 * (1.0 + k / 10.0)**-0.8
+  fields = np.concatenate([
+      _symmetrize(np.stack(list(semantic.values()), axis=-1), ctx.mirror,
+                  vector=False), randoms], axis=-1, dtype=np.float32)
+  names = list(semantic) + [f'random_{i:02d}' for i in k]
+  return _orthogonalize(fields, 0, names)

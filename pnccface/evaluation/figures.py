@@ -1,0 +1,137 @@
+"""Pictures: shaded faces, mesh overlays (the paper's Figure 3), image grids.
+
+Images are float arrays in [0, 1] until `save_png` writes them as 8-bit PNG.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from pnccface import geometry
+from pnccface import render
+from pnccface.facemodel import MorphableModel
+
+# A grey material lit from the upper left front, for mesh overlays.
+MESH_ALBEDO = 0.75
+
+
+def studio_light() -> np.ndarray:
+  """SH coefficients [27]: ambient plus a key light from the upper left front."""
+  front = np.asarray(render.sh_basis(jnp.asarray([0.0, 0.0, 1.0])))
+  band0, band1 = front[0], front[2]
+  direction = np.array([-0.4, 0.5, 0.77])  # x, y, z
+  direction /= np.linalg.norm(direction)
+  sh = np.zeros((3, 9), np.float32)
+  sh[:, 0] = 0.55 / band0
+  sh[:, 1:4] = 0.6 * direction[[1, 2, 0]] / band1  # band 1 is (y, z, x)
+  return sh.reshape(27)
+
+
+@jax.jit
+def _mesh_layer(vertices_screen, triangles, background):
+  batch, height, width = background.shape[:3]
+  albedo = jnp.full(vertices_screen.shape[:-1] + (3,), MESH_ALBEDO)
+  light = jnp.broadcast_to(jnp.asarray(studio_light()), (batch, 27))
+  return render.render_shaded(vertices_screen, triangles, albedo, light,
+                              height, width)
+
+
+def mesh_overlay(image, vertices_screen, triangles, alpha: float = 0.75
+                 ) -> np.ndarray:
+  """A grey shaded mesh blended over the image, as in the paper's Figure 3.
+
+  Args:
+    image: [H, W, 3] float in [0, 1].
+    vertices_screen: [V, 3] screen space (pixels, depth; `geometry`).
+    triangles: [T, 3].
+    alpha: opacity of the mesh.
+  """
+  image = np.asarray(image, np.float32)
+  shaded, mask = jax.device_get(_mesh_layer(
+      jnp.asarray(vertices_screen)[None], jnp.asarray(triangles),
+      jnp.asarray(image)[None]))
+  weight = alpha * mask[0]
+  return np.clip((1 - weight) * image + weight * shaded[0], 0, 1)
+
+
+def shaded_faces(model: MorphableModel, shape, expression, albedo, size: int,
+                 yaw_degrees: Sequence[float], background: float = 1.0
+                 ) -> np.ndarray:
+  """Faces of the model under the studio light at the given yaws.
+
+  Args:
+    shape, expression, albedo: [B, K] raw coefficients (or None).
+    size: image side in pixels.
+    yaw_degrees: [B] yaw of each face.
+
+  Returns:
+    [B, size, size, 3] float images.
+  """
+  yaw = np.radians(np.asarray(yaw_degrees, np.float32))
+  batch = yaw.shape[0]
+  vertices = model.vertices(shape, expression)
+  vertices = jnp.broadcast_to(vertices, (batch,) + model.mean_shape.shape)
+  rotation = geometry.euler_to_rotation(jnp.zeros_like(yaw), yaw,
+                                        jnp.zeros_like(yaw))
+  rotated = jnp.einsum('bij,bvj->bvi', rotation, vertices)
+  extent = np.ptp(np.asarray(model.mean_shape)[:, :2], axis=0).max()
+  scale = 0.85 * size / extent
+  centre = rotated.mean(axis=1, keepdims=True)
+  screen = jnp.stack([
+      size / 2 + scale * (rotated[..., 0] - centre[..., 0]),
+      size / 2 - scale * (rotated[..., 1] - centre[..., 1]),
+      -scale * rotated[..., 2]], axis=-1)
+  colours = jnp.broadcast_to(model.albedo(albedo), vertices.shape)
+  light = jnp.broadcast_to(jnp.asarray(studio_light()), (batch, 27))
+  background_image = jnp.full((batch, size, size, 3), background, jnp.float32)
+  image, _ = render.render_shaded(screen, model.triangles, colours, light,
+                                  size, size, background=background_image)
+  return np.clip(np.asarray(image), 0, 1)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2,
+               fill: float = 1.0) -> np.ndarray:
+  """Tiles equally sized [H, W, 3] images into rows, with padding."""
+  height, width = np.asarray(rows[0][0]).shape[:2]
+  columns = max(len(r) for r in rows)
+  grid = np.full((len(rows) * (height + pad) + pad,
+                  columns * (width + pad) + pad, 3), fill, np.float32)
+  for i, row in enumerate(rows):
+    for j, image in enumerate(row):
+      y, x = pad + i * (height + pad), pad + j * (width + pad)
+      grid[y:y + height, x:x + width] = np.asarray(image)[..., :3]
+  return grid
+
+
+def save_png(path, image) -> pathlib.Path:
+  """Writes a float [H, W, 3] image in [0, 1] (or uint8) as PNG."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(tf.io.encode_png(image).numpy())
+  return path
+
+
+def face_model_figure(model: MorphableModel, size: int = 256,
+                      num_samples: int = 4, seed: int = 0) -> np.ndarray:
+  """The mean face at yaw 0/45/90 and random faces: a [H, W, 3] grid."""
+  rng = np.random.default_rng(seed)
+  mean = shaded_faces(model, None, None, None, size, [0.0, 45.0, 90.0])
+
+  def draw(std, sigma=1.0):
+    std = np.asarray(std)
+    return (rng.normal(size=(num_samples, std.shape[0])) * sigma * std
+            ).astype(np.float32)
+
+  samples = shaded_faces(model, draw(model.shape_std),
+                         draw(model.expression_std), draw(model.albedo_std),
+                         size, rng.uniform(-40, 40, num_samples))
+  return image_grid([list(mean), list(samples)])
