@@ -22,12 +22,15 @@ ones stream through tf.data with a fixed shuffle seed and `skip`.
 
 from __future__ import annotations
 
+import pathlib
 from typing import Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from pnccface.data import annotated
 
 Batch = dict[str, np.ndarray]
 BatchSource = Callable[[int], Iterator[Batch]]
@@ -52,7 +55,7 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
   """
   # Registers the project's builders with TFDS.
   from pnccface.data import aflw2000_3d  # pylint: disable=g-import-not-at-top,unused-import
-  from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import
+  from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
   builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   builder.download_and_prepare(download_config=download_config)
@@ -61,16 +64,29 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
                             read_config=read_config)
 
 
-def to_face_example(example: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """Maps a synthetic_faces / annotated example to `FACE_FEATURES`."""
-  out = {'image': tf.image.convert_image_dtype(example['image'], tf.float32)}
-  if 'pncc' in example:
-    out['pncc'] = tf.image.convert_image_dtype(example['pncc'], tf.float32)
-  if 'mask' in example:
-    out['mask'] = tf.image.convert_image_dtype(example['mask'], tf.float32)
+def to_face_example(example: Mapping[str, tf.Tensor],
+                    image_size: int | None = None) -> dict[str, tf.Tensor]:
+  """Maps a synthetic_faces / annotated example to `FACE_FEATURES`.
+
+  With `image_size`, images are resized (antialiased bilinear; the mask
+  becomes fractional at the border) and landmarks scaled to match.
+  """
+  out = {}
+  for key in ('image', 'pncc', 'mask'):
+    if key in example:
+      out[key] = tf.image.convert_image_dtype(example[key], tf.float32)
   if 'landmarks_2d' in example:
     out['landmarks_2d'] = tf.cast(example['landmarks_2d'], tf.float32)
-    out['landmark_weights'] = tf.ones([68], tf.float32)
+    out['landmark_weights'] = tf.cast(
+        example.get('landmark_weights', tf.ones([68])), tf.float32)
+  if image_size is not None:
+    source_size = tf.cast(tf.shape(out['image'])[0], tf.float32)
+    for key in ('image', 'pncc', 'mask'):
+      if key in out:
+        out[key] = tf.image.resize(out[key], [image_size, image_size],
+                                   antialias=True)
+    if 'landmarks_2d' in out:
+      out['landmarks_2d'] *= image_size / source_size
   return out
 
 
@@ -181,18 +197,29 @@ def eval_batches(arrays_or_dataset, batch_size: int) -> Iterator[Batch]:
 
 def face_dataset(name: str, split: str, *, data_dir: str | None = None,
                  builder_kwargs: Mapping | None = None,
-                 num_samples: int | None = None,
-                 subset_seed: int = 0) -> tf.data.Dataset | Batch:
+                 num_samples: int | None = None, subset_seed: int = 0,
+                 image_size: int | None = None) -> tf.data.Dataset | Batch:
   """A split in `FACE_FEATURES` format, optionally a few-shot subset.
 
-  Returns in-memory arrays when the split (or subset) is small enough
-  (`IN_MEMORY_LIMIT`), else a tf.data.Dataset.
+  Args:
+    name, split, data_dir, builder_kwargs: see `load_split`; `name` may
+      also be the folder of an annotated dataset (`annotation`).
+    num_samples: a few-shot subset (`few_shot_indices`); None or -1: all.
+    image_size: resize to this side (see `to_face_example`).
+
+  Returns:
+    In-memory arrays when the split (or subset) is small enough
+    (`IN_MEMORY_LIMIT`), else a tf.data.Dataset.
   """
-  dataset = load_split(name, split, data_dir=data_dir,
-                       builder_kwargs=builder_kwargs)
-  dataset = dataset.map(to_face_example, num_parallel_calls=tf.data.AUTOTUNE)
+  if pathlib.Path(name).is_dir():
+    dataset = annotated.read_annotated(name)
+  else:
+    dataset = load_split(name, split, data_dir=data_dir,
+                         builder_kwargs=builder_kwargs)
+  dataset = dataset.map(lambda e: to_face_example(e, image_size),
+                        num_parallel_calls=tf.data.AUTOTUNE)
   count = int(dataset.cardinality())
-  if num_samples is not None:
+  if num_samples is not None and num_samples >= 0:
     indices = few_shot_indices(count, num_samples, subset_seed)
     return select(to_numpy(dataset), indices)
   if 0 <= count <= IN_MEMORY_LIMIT:

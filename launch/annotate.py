@@ -1,0 +1,37 @@
+r"""Annotates a face dataset with the PNCCs of a stage-1 predictor.
+
+  python launch/annotate.py --config=configs/pncc_few.py:tiny \
+      --pncc_workdir=workdirs/pncc_few --dataset=synthetic_faces/tiny \
+      --split=train --image_size=64 --output=workdirs/annotated_few/train
+
+Resumable: re-running keeps the finished shards and goes on.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from pnccface import stages
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/pncc_few.py', 'The predictor\'s stage-1 config.')
+_PNCC_WORKDIR = flags.DEFINE_string('pncc_workdir', None,
+                                    'Stage-1 workdir.', required=True)
+_DATASET = flags.DEFINE_string('dataset', 'synthetic_faces', 'TFDS name.')
+_SPLIT = flags.DEFINE_string('split', 'train', 'TFDS split.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 240,
+                                   'Stored image side (stage 2 input).')
+_OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', required=True)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
+
+
+def main(argv):
+  del argv
+  count = stages.annotate(_CONFIG.value, _PNCC_WORKDIR.value, _DATASET.value,
+                          _SPLIT.value, _IMAGE_SIZE.value, _OUTPUT.value,
+                          _DATA_DIR.value)
+  print(f'{count} examples in {_OUTPUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,347 @@
+"""The paper's stages wired to data, and the whole pipeline.
+
+Each `run_*` function takes a stage config (configs/*.py) and a workdir, reads
+its data through `pnccface.data.pipeline`, trains with the stage's module in
+`pnccface.train` and leaves an orbax checkpoint in the workdir. Re-running a
+finished stage returns at once; an interrupted one resumes.
+
+Layout of `run_paper(config, workdir)`:
+  workdir/autoencoder        stage 0, the 3FabRec-style face autoencoder
+  workdir/pncc_full          stage 1, PNCC predictor on all training faces
+  workdir/pncc_few           stage 1, PNCC predictor on `num_few_shot` faces
+  workdir/annotated_<p>/<s>  split s annotated by predictor p (full, few)
+  workdir/mofa, workdir/mofa_pncc_few, workdir/mofa_pncc_full   stage 2
+  workdir/report             table1.md, table1.json, figure3.png
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from typing import Any, Mapping
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from pnccface import facemodel
+from pnccface.data import annotated
+from pnccface.data import crop
+from pnccface.data import pipeline
+from pnccface.data import synthesis
+from pnccface.evaluation import figures
+from pnccface.evaluation import report
+from pnccface.facemodel import MorphableModel
+from pnccface.train import autoencoder as autoencoder_train
+from pnccface.train import common
+from pnccface.train import mofa as mofa_train
+from pnccface.train import pncc as pncc_train
+
+
+# ----------------------------------------------------------------------------
+# Helpers.
+
+
+def load_face_model(name: str) -> MorphableModel:
+  """'default' (the embedded model), a 3DDFA_V2 .pkl, or a BFM2009 .mat."""
+  if name in ('', 'default'):
+    return facemodel.default_model()
+  if name.endswith('.pkl'):
+    return facemodel.load_3ddfa_v2_bfm(name)
+  if name.endswith('.mat'):
+    return facemodel.load_bfm2009(name)
+  raise ValueError(f'unknown face model {name!r}: use "default", a 3DDFA_V2 '
+                   '.pkl or a BFM2009 01_MorphableModel.mat')
+
+
+def save_config(config, workdir) -> None:
+  """Writes `<workdir>/config.json`, which `pnccface.api` loads the stage by."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+
+def is_finished(workdir, num_train_steps: int) -> bool:
+  """Whether `workdir` holds a checkpoint at `num_train_steps`."""
+  if not (pathlib.Path(workdir) / common.CHECKPOINT_SUBDIR).is_dir():
+    return False
+  try:
+    return int(common.load_variables(workdir)['step']) >= num_train_steps
+  except FileNotFoundError:
+    return False
+
+
+def _samples(config_value) -> int | None:
+  value = int(config_value)
+  return None if value < 0 else value
+
+
+def eval_split(config) -> str:
+  """The evaluation split: the first `num_eval_samples` of `eval_split`."""
+  count = _samples(config.num_eval_samples)
+  return (config.eval_split if count is None else
+          f'{config.eval_split}[:{count}]')
+
+
+def _face_arrays(config, split: str, image_size: int, num_samples=None,
+                 data_dir=None):
+  return pipeline.face_dataset(config.dataset, split, data_dir=data_dir,
+                               num_samples=num_samples,
+                               subset_seed=config.get('seed', 0),
+                               image_size=image_size)
+
+
+def _eval_batches(config, image_size: int, data_dir=None) -> list:
+  arrays = _face_arrays(config, eval_split(config), image_size,
+                        data_dir=data_dir)
+  return list(pipeline.eval_batches(arrays, config.batch_size))
+
+
+# ----------------------------------------------------------------------------
+# Stages 0 and 1.
+
+
+def run_autoencoder(config, workdir, data_dir=None) -> None:
+  """Stage 0: unsupervised autoencoder pre-training."""
+  save_config(config, workdir)
+  if is_finished(workdir, config.num_train_steps):
+    logging.info('autoencoder: %s is finished', workdir)
+    return
+  size = config.model.resolution
+  train = _face_arrays(config, config.train_split, size,
+                       _samples(config.num_train_samples), data_dir)
+  autoencoder_train.train(
+      config, workdir, pipeline.batch_source(train, config.batch_size,
+                                             seed=config.seed),
+      _eval_batches(config, size, data_dir))
+
+
+def run_pncc(config, workdir, data_dir=None) -> None:
+  """Stage 1: the PNCC predictor (full or few-shot), from `init_from`."""
+  save_config(config, workdir)
+  if is_finished(workdir, config.num_train_steps):
+    logging.info('pncc: %s is finished', workdir)
+    return
+  size = config.model.resolution
+  train = _face_arrays(config, config.train_split, size,
+                       _samples(config.num_train_samples), data_dir)
+  pncc_train.train(
+      config, workdir, pipeline.batch_source(train, config.batch_size,
+                                             seed=config.seed),
+      _eval_batches(config, size, data_dir))
+
+
+def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
+             image_size: int, output_dir, data_dir=None) -> int:
+  """Writes `dataset/split` with PNCCs predicted by a stage-1 checkpoint.
+
+  Images are resized to the predictor's input for prediction; the PNCC is
+  resized back to `image_size`, the size stored (stage 2's input size).
+  Resumable (see `pnccface.data.annotated`).
+  """
+  manifest = pathlib.Path(output_dir) / annotated.MANIFEST
+  if manifest.is_file() and annotated.read_manifest(output_dir)['complete']:
+    return annotated.read_manifest(output_dir)['num_examples']
+  variables = common.load_variables(pncc_workdir)
+  variables = {'params': variables['params'],
+               'batch_stats': variables['batch_stats']}
+  predict = pncc_train.make_predict_fn(pncc_config)
+  input_size = pncc_config.model.resolution
+
+  def predict_pncc(images: np.ndarray) -> np.ndarray:
+    inputs = jax.image.resize(jnp.asarray(images),
+                              images.shape[:1] + (input_size, input_size, 3),
+                              'linear', antialias=True)
+    pncc = predict(variables, inputs)
+    return np.asarray(jax.image.resize(pncc, images.shape, 'linear'))
+
+  data = pipeline.face_dataset(dataset, split, data_dir=data_dir,
+                               image_size=image_size)
+  if isinstance(data, dict):
+    count = len(data['image'])
+    examples = ({k: v[i] for k, v in data.items()} for i in range(count))
+  else:
+    count = int(data.cardinality())
+    examples = tfds.as_numpy(data)
+  return annotated.write_annotated(
+      examples, predict_pncc, output_dir, num_examples=count,
+      shard_size=256, provenance={'source': f'{dataset}/{split}',
+                                  'pncc_checkpoint': os.fspath(pncc_workdir)})
+
+
+# ----------------------------------------------------------------------------
+# Stage 2.
+
+
+def _mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
+                 data_dir=None):
+  source = (os.fspath(annotated_dir) if annotated_dir is not None else
+            config.dataset)
+  return pipeline.face_dataset(source, split, data_dir=data_dir,
+                               num_samples=num_samples,
+                               subset_seed=config.get('seed', 0),
+                               image_size=config.image_size)
+
+
+def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
+             data_dir=None) -> None:
+  """Stage 2: MoFa (RGB) or MoFaPNCC (RGB + PNCC).
+
+  The PNCC input is the dataset's own (`pncc_source='ground_truth'`) or
+  that of an annotated dataset (`annotated_train` / `annotated_eval` folders
+  written by `annotate`).
+  """
+  save_config(config, workdir)
+  if is_finished(workdir, config.num_train_steps):
+    logging.info('mofa: %s is finished', workdir)
+    return
+  if config.use_pncc and config.pncc_source == 'annotated' and (
+      annotated_train is None or annotated_eval is None):
+    raise ValueError('MoFaPNCC with annotated PNCCs needs the annotated '
+                     'train and eval datasets')
+  use_annotated = config.use_pncc and config.pncc_source == 'annotated'
+  train = _mofa_arrays(config, config.train_split,
+                       annotated_train if use_annotated else None,
+                       _samples(config.num_train_samples), data_dir)
+  evaluation = _mofa_arrays(config, eval_split(config),
+                            annotated_eval if use_annotated else None,
+                            data_dir=data_dir)
+  mofa_train.train(
+      config, workdir, load_face_model(config.face_model),
+      pipeline.batch_source(train, config.batch_size, seed=config.seed),
+      list(pipeline.eval_batches(evaluation, config.batch_size)))
+
+
+def predict_mofa(config, workdir, arrays: Mapping[str, np.ndarray],
+                 batch_size: int = 32) -> dict[str, Any]:
+  """A trained MoFa's predictions on face-format arrays (see
+  `mofa_train.evaluate`)."""
+  variables = common.load_variables(workdir)
+  variables = {k: variables[k] for k in ('params', 'batch_stats')
+               if variables.get(k)}
+  return mofa_train.evaluate(
+      config, load_face_model(config.face_model), variables,
+      list(pipeline.eval_batches(arrays, batch_size)))
+
+
+# ----------------------------------------------------------------------------
+# Evaluation.
+
+
+def synthetic_ground_truth(dataset: str, split: str, image_size: int,
+                           model: MorphableModel,
+                           data_dir=None) -> report.FaceGeometry:
+  """Ground-truth screen vertices and yaw of synthetic_faces at `image_size`.
+
+  Re-renders the stored parameters' geometry (no images), with the stored
+  pose mapped to the resized image by `crop.transform_pose_para`.
+  """
+  rows = list(tfds.as_numpy(pipeline.load_split(dataset, split,
+                                                data_dir=data_dir)))
+  source_size = rows[0]['image'].shape[0]
+  box = crop.CropBox(0.0, 0.0, float(source_size))
+  pose = np.stack([crop.transform_pose_para(r['pose_para'], box, image_size,
+                                            source_size) for r in rows])
+  shape = np.stack([r['shape'] for r in rows])
+  expression = np.stack([r['expression'] for r in rows])
+  vertices = np.asarray(synthesis.face_vertices_screen(
+      model, shape, expression, pose, image_size))
+  return report.FaceGeometry(
+      vertices=vertices,
+      yaw_degrees=np.asarray([r['pose']['yaw'] for r in rows], np.float32))
+
+
+def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
+                    ground_truth: report.FaceGeometry, output_dir,
+                    figure_images: int = 4) -> dict[str, dict[str, float]]:
+  """Table 1 for trained MoFa variants; writes table1.md/.json, figure3.png.
+
+  Args:
+    methods: name -> (config, workdir, face-format eval arrays whose order
+      matches `ground_truth`).
+    ground_truth: `synthetic_ground_truth` (or AFLW2000-3D's geometry).
+    output_dir: where the report goes.
+  """
+  rows, overlays, inputs = {}, {}, None
+  for name, (config, workdir, arrays) in methods.items():
+    prediction = predict_mofa(config, workdir, arrays)
+    rows[name] = report.evaluate_method(
+        mofa_train.predicted_geometry(prediction), ground_truth)
+    logging.info('Table 1 | %s | %s', name, rows[name])
+    model = load_face_model(config.face_model)
+    inputs = arrays['image'][:figure_images]
+    overlays[name] = [
+        figures.mesh_overlay(image, vertices, model.triangles)
+        for image, vertices in zip(inputs, prediction['vertices_screen'])]
+  report.write_report(rows, output_dir)
+  columns = [list(inputs)] + list(overlays.values())
+  figure = figures.image_grid([list(r) for r in zip(*columns)])
+  figures.save_png(pathlib.Path(output_dir) / 'figure3.png', figure)
+  print(report.format_markdown(rows))
+  return rows
+
+
+# ----------------------------------------------------------------------------
+# The whole paper.
+
+
+def run_paper(config, workdir, data_dir=None) -> dict[str, dict[str, float]]:
+  """Autoencoder -> PNCC_full, PNCC_few -> annotation -> MoFa, MoFaPNCC_few,
+  MoFaPNCC_full -> Table 1 and Figure 3. See the module docstring."""
+  workdir = pathlib.Path(workdir)
+  start = time.time()
+
+  def stage(name):
+    logging.info('=== %s (%.0f s into the pipeline)', name,
+                 time.time() - start)
+    return workdir / name
+
+  run_autoencoder(config.autoencoder, stage('autoencoder'), data_dir)
+  predictors = {'full': config.pncc_full, 'few': config.pncc_few}
+  for variant, pncc_config in predictors.items():
+    with pncc_config.unlocked():
+      pncc_config.init_from = os.fspath(workdir / 'autoencoder')
+    run_pncc(pncc_config, stage(f'pncc_{variant}'), data_dir)
+
+  mofa_size = config.mofa.image_size
+  splits = {'train': config.mofa.train_split, 'eval': eval_split(config.mofa)}
+  for variant, pncc_config in predictors.items():
+    for folder, split in splits.items():
+      annotate(pncc_config, workdir / f'pncc_{variant}', config.mofa.dataset,
+               split, mofa_size, stage(f'annotated_{variant}') / folder,
+               data_dir)
+
+  run_mofa(config.mofa, stage('mofa'), data_dir=data_dir)
+  for variant in predictors:
+    run_mofa(config.mofa_pncc, stage(f'mofa_pncc_{variant}'),
+             annotated_train=workdir / f'annotated_{variant}' / 'train',
+             annotated_eval=workdir / f'annotated_{variant}' / 'eval',
+             data_dir=data_dir)
+
+  stage('report')
+  rows = evaluate_paper(config, workdir, data_dir)
+  logging.info('pipeline finished in %.0f s', time.time() - start)
+  return rows
+
+
+def evaluate_paper(config, workdir, data_dir=None
+                   ) -> dict[str, dict[str, float]]:
+  """Table 1 and Figure 3 of a `run_paper` workdir, on its evaluation split."""
+  workdir = pathlib.Path(workdir)
+  mofa_size = config.mofa.image_size
+  split = eval_split(config.mofa)
+  ground_truth = synthetic_ground_truth(
+      config.mofa.dataset, split, mofa_size,
+      load_face_model(config.mofa.face_model), data_dir)
+  methods = {'MoFa': (config.mofa, workdir / 'mofa',
+                      _mofa_arrays(config.mofa, split, data_dir=data_dir))}
+  for variant in ('few', 'full'):
+    methods[f'MoFaPNCC_{variant}'] = (
+        config.mofa_pncc, workdir / f'mofa_pncc_{variant}',
+        pipeline.face_dataset(
+            os.fspath(workdir / f'annotated_{variant}' / 'eval'), 'all',
+            image_size=mofa_size))
+  return evaluate_table1(methods, ground_truth, workdir / 'report')
