@@ -1,0 +1,55 @@
+"""Stage 0: 3FabRec's unsupervised adversarial autoencoder.
+
+3FabRec's schedule (README): epoch 1 reconstruction only (with_gan=False,
+with_ssim=False), epoch 2 + image GAN, from epoch 3 + structural loss; the
+latent (Gaussian) adversarial loss is on throughout. Here one config trains
+with the switches below; run it in phases with `init`-resumes if wanted.
+Adam lr 2e-5, betas (0, 0.999); the image discriminator at half the lr.
+`get_config('tiny')`: 32x32 input, width 8, for tests.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _sibling(name):
+  # Config files are loaded by path (ml_collections config_flags), not as a
+  # package, so siblings are loaded by path too.
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
+  spec = importlib.util.spec_from_file_location(f'pnccface_configs_{name}',
+                                                path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  tiny = arg == 'tiny'
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = 'synthetic_faces'  # lead's pipeline (3FabRec: VGGFace2+AffectNet)
+  config.train_split = 'train'
+  config.eval_split = 'test'
+  config.num_train_samples = -1
+  config.num_eval_samples = 64 if tiny else 1000
+  config.model = _sibling('pncc_full').model_config(tiny)
+  config.batch_size = 8 if tiny else 50  # 3FabRec default 50
+  config.num_train_steps = 40 if tiny else 400_000
+  config.optimizer = ml_collections.ConfigDict(dict(
+      lr=1e-3 if tiny else 2e-5, b1=0.0, b2=0.999, weight_decay=0.0,
+      grad_clip=0.0, schedule='constant', warmup_steps=0,
+      discriminator_lr_factor=0.5))
+  config.loss = ml_collections.ConfigDict(dict(
+      w_rec=1.0,  # on L1 in 0..255 units, as 3FabRec
+      with_ssim=True, w_ssim=60.0, ssim_window=31, ssim_sigma=1.5,
+      with_zgan=True, w_enc=1.0,  # encoder's Gaussian-prior adversarial loss
+      with_gan=not tiny, w_gan=1.0,  # image adversarial loss
+      disc_ndf=8 if tiny else 32, zdisc_hidden=32 if tiny else 1000))
+  config.log_every = 10 if tiny else 100
+  config.eval_every = 0 if tiny else 5_000
+  config.checkpoint_every = 20 if tiny else 5_000
+  config.keep_checkpoints = 3
+  config.use_tensorboard = not tiny
+  return config

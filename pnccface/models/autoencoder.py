@@ -1,0 +1,503 @@
+"""The 3FabRec face autoencoder, its discriminators, and the PNCC predictor.
+
+Architecture facts follow 3FabRec's public code (browatbn2/3FabRec,
+`networks/resnet_ae.py`, `networks/invresnet.py`, `networks/aae.py`,
+`networks/archs.py`); the code here is our own Flax linen version.
+
+Images everywhere at this module's boundary are float32 [B, H, W, 3] in [0, 1]
+(NHWC). Internally the encoder sees `2 * image - 1` and the decoder ends in
+tanh, mapped back to [0, 1]; 3FabRec works on normalised images with a tanh
+decoder too, so only the affine map differs.
+
+Encoder (ResNet-18 style; `encoder_blocks` BasicBlocks per stage, 2 in 3FabRec):
+  7x7/2 conv + BN + ReLU (resolution R/2, width w) -> 3x3/2 max-pool (R/4) ->
+  stages down to 4x4: the first at R/4 with stride 1, each next one stride 2.
+  A stage's width depends on its resolution: 4x4: 8w, 8x8: 4w, 16x16: 2w,
+  >= 32x32: w. For R = 256, w = 64 this is 3FabRec's layer0..layer4
+  (64@64, 64@32, 128@16, 256@8, 512@4); for R = 128, layer1..layer4.
+  Global average pool, dense -> z [B, z_dim] (z_dim = 99 in 3FabRec).
+  Returns also the feature maps keyed by their spatial size (for SCAF skips).
+
+Decoder (inverted ResNet; `decoder_blocks` blocks per stage, 1 in 3FabRec):
+  dense z -> 8w, 4x4 transposed conv (valid) -> 4x4x8w, BN, ReLU; then stages
+  `layer_1 .. layer_N`, each doubling the resolution with a 4x4 stride-2
+  transposed conv (first block, with a transposed-conv + BN shortcut);
+  layer_k has resolution 4 * 2**k and width 4w, 2w, w, w, w ... (3FabRec:
+  256, 128, 64, 64, 64). N = log2(R) - 3, and a final 4x4 stride-2 transposed
+  conv to 3 channels + tanh gives the full-resolution image [B, R, R, 3].
+
+PNCC predictor (the paper's Figure 2 = 3FabRec's LandmarkHeadV2 + SCAF):
+  the (frozen) encoder gives z and its feature maps; the (frozen) decoder's
+  stem and stages are re-used, with an Interleaved Transfer Layer (ITL, a 3x3
+  conv of the same width, no bias, no activation, as 3FabRec's t1..t4) after
+  the output of layer_1, layer_2, ..., layer_M; a final 4x4 stride-2
+  transposed conv (`pncc_out`, trainable) maps to 3 channels and a sigmoid to
+  [0, 1]. The output resolution is O = 4 * 2**(M+1) = `pncc_resolution`;
+  3FabRec's landmark head uses M = 4, i.e. O = 128 for a 256 input (its
+  decoder's layer_5 is not used), and that is our default.
+
+SCAF skips (Dornier et al. 2022 add skip connections from the encoder to the
+  decoder of 3FabRec; the paper's text gives no layer-level detail, so this
+  is our reading): at each ITL position k the encoder feature map of the same
+  spatial size (4 * 2**k) goes through a trainable 3x3 conv (`skip_k`, with
+  bias) to the decoder's width there and is ADDED to the ITL output:
+  x <- itl_k(x) + skip_k(enc[4 * 2**k]). Positions without an encoder map of
+  that size get no skip. `use_skips=False` gives plain 3FabRec ITLs.
+
+Parameter names (top-level subtrees) make partitioning trivial:
+  Autoencoder:   'encoder', 'decoder'
+  PNCCPredictor: 'encoder', 'decoder', 'itl_1'..'itl_M', 'skip_1'.., 'pncc_out'
+Batch norm lives only in 'encoder' and 'decoder' (and the image
+discriminator). In the PNCC stage frozen parts run with
+use_running_average=True, so their statistics never change.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jnp.ndarray
+PyTree = Any
+
+# PyTorch ConvTranspose2d(kernel 4, stride 2, padding 1) doubles the size; in
+# lax's transposed-conv convention that is padding k - 1 - p = 2 on each side.
+_UP_PADDING = ((2, 2), (2, 2))
+
+
+def _log2_int(n: int, what: str) -> int:
+  k = int(round(math.log2(n))) if n > 0 else -1
+  if k < 0 or 2**k != n:
+    raise ValueError(f'{what} must be a power of two, got {n}')
+  return k
+
+
+def stage_width(base_width: int, resolution: int) -> int:
+  """Channels of a feature map of spatial size `resolution` (both nets)."""
+  if resolution <= 4:
+    return 8 * base_width
+  if resolution == 8:
+    return 4 * base_width
+  if resolution == 16:
+    return 2 * base_width
+  return base_width
+
+
+def num_decoder_stages(resolution: int) -> int:
+  """N: decoder stages layer_1..layer_N before the final 2x output conv."""
+  n = _log2_int(resolution, 'resolution') - 3
+  if n < 1:
+    raise ValueError(f'resolution must be >= 16, got {resolution}')
+  return n
+
+
+def num_itl_stages(pncc_resolution: int, resolution: int) -> int:
+  """M: the PNCC head uses decoder stages layer_1..layer_M (M ITLs)."""
+  m = _log2_int(pncc_resolution, 'pncc_resolution') - 3
+  if not 1 <= m <= num_decoder_stages(resolution):
+    raise ValueError(
+        f'pncc_resolution {pncc_resolution} must be in [16, {resolution}]')
+  return m
+
+
+def _batch_norm(axis_name: Optional[str], name: str) -> nn.BatchNorm:
+  # PyTorch BatchNorm2d defaults: momentum 0.1 (flax: 0.9), eps 1e-5.
+  return nn.BatchNorm(momentum=0.9, epsilon=1e-5, axis_name=axis_name,
+                      name=name)
+
+
+class ResBlock(nn.Module):
+  """ResNet BasicBlock (two 3x3 convs, BN, identity or 1x1 shortcut)."""
+  width: int
+  stride: int = 1
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    s = (self.stride, self.stride)
+    y = nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
+                name='conv1')(x)
+    y = _batch_norm(self.bn_axis_name, 'bn1')(y, use_running_average=not train)
+    y = nn.relu(y)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name='conv2')(y)
+    y = _batch_norm(self.bn_axis_name, 'bn2')(y, use_running_average=not train)
+    if self.stride != 1 or x.shape[-1] != self.width:
+      x = nn.Conv(self.width, (1, 1), s, use_bias=False, name='down_conv')(x)
+      x = _batch_norm(self.bn_axis_name, 'down_bn')(
+          x, use_running_average=not train)
+    return nn.relu(x + y)
+
+
+class InvResBlock(nn.Module):
+  """Inverted BasicBlock: 4x4/2 transposed conv when upsampling, else 3x3."""
+  width: int
+  upsample: bool = False
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    if self.upsample:
+      y = nn.ConvTranspose(self.width, (4, 4), (2, 2), padding=_UP_PADDING,
+                           use_bias=False, name='conv1')(x)
+    else:
+      y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
+                  name='conv1')(x)
+    y = _batch_norm(self.bn_axis_name, 'bn1')(y, use_running_average=not train)
+    y = nn.relu(y)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name='conv2')(y)
+    y = _batch_norm(self.bn_axis_name, 'bn2')(y, use_running_average=not train)
+    if self.upsample or x.shape[-1] != self.width:
+      x = nn.ConvTranspose(self.width, (4, 4), (2, 2) if self.upsample else
+                           (1, 1), padding=_UP_PADDING if self.upsample else
+                           'SAME', use_bias=False, name='up_conv')(x)
+      x = _batch_norm(self.bn_axis_name, 'up_bn')(
+          x, use_running_average=not train)
+    return nn.relu(x + y)
+
+
+class Encoder(nn.Module):
+  """ResNet-18-style encoder.
+
+  Attributes:
+    resolution: input size R (square), a power of two >= 16.
+    base_width: w (64 in 3FabRec).
+    z_dim: latent size (99 in 3FabRec).
+    blocks: BasicBlocks per stage (2 = ResNet-18).
+    bn_axis_name: pmap axis for cross-device batch statistics (or None).
+  """
+  resolution: int = 256
+  base_width: int = 64
+  z_dim: int = 99
+  blocks: int = 2
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, image: Array, train: bool
+               ) -> tuple[Array, dict[int, Array]]:
+    """Encodes images.
+
+    Args:
+      image: [B, R, R, 3] float32 in [0, 1].
+      train: batch statistics (True) or running averages (False).
+
+    Returns:
+      z: [B, z_dim] float32 latent.
+      features: {spatial size: [B, s, s, C]}: the stem output (R/2) and the
+        output of every stage (R/4 ... 4).
+    """
+    r = self.resolution
+    if image.ndim != 4 or image.shape[1:] != (r, r, 3):
+      raise ValueError(f'Encoder expects [B, {r}, {r}, 3] images, got '
+                       f'{image.shape}')
+    num_decoder_stages(r)  # validates r
+    x = 2.0 * image - 1.0
+    x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False,
+                name='stem_conv')(x)
+    x = _batch_norm(self.bn_axis_name, 'stem_bn')(
+        x, use_running_average=not train)
+    x = nn.relu(x)
+    features = {r // 2: x}
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    size, stride, stage = r // 4, 1, 0
+    while size >= 4:
+      width = stage_width(self.base_width, size)
+      for b in range(self.blocks):
+        x = ResBlock(width, stride if b == 0 else 1, self.bn_axis_name,
+                     name=f'stage{stage}_block{b}')(x, train)
+      features[size] = x
+      size, stride, stage = size // 2, 2, stage + 1
+    z = nn.Dense(self.z_dim, name='fc')(jnp.mean(x, axis=(1, 2)))
+    return z, features
+
+
+class Decoder(nn.Module):
+  """Inverted-ResNet generator z -> image; stages callable one at a time.
+
+  Attributes: as `Encoder`; `blocks` per stage (1 in 3FabRec).
+  """
+  resolution: int = 256
+  base_width: int = 64
+  z_dim: int = 99
+  blocks: int = 1
+  bn_axis_name: Optional[str] = None
+
+  def setup(self):
+    w0 = stage_width(self.base_width, 4)
+    self.fc = nn.Dense(w0)
+    self.stem_conv = nn.ConvTranspose(w0, (4, 4), padding='VALID',
+                                      use_bias=False)
+    self.stem_bn = _batch_norm(self.bn_axis_name, None)
+    layers = []
+    for k in range(1, num_decoder_stages(self.resolution) + 1):
+      width = stage_width(self.base_width, 4 * 2**k)
+      layers.append([
+          InvResBlock(width, upsample=(b == 0), bn_axis_name=self.bn_axis_name)
+          for b in range(self.blocks)
+      ])
+    self.layers = layers
+    self.out_conv = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
+                                     use_bias=False)
+
+  def stem(self, z: Array, train: bool) -> Array:
+    """z [B, z_dim] -> [B, 4, 4, 8w]."""
+    if z.ndim != 2 or z.shape[-1] != self.z_dim:
+      raise ValueError(f'Decoder expects z of shape [B, {self.z_dim}], got '
+                       f'{z.shape}')
+    x = self.fc(z)[:, None, None, :]
+    x = self.stem_bn(self.stem_conv(x), use_running_average=not train)
+    return nn.relu(x)
+
+  def stage(self, k: int, x: Array, train: bool) -> Array:
+    """layer_k (1-based): [B, s, s, C] -> [B, 2s, 2s, C']."""
+    for block in self.layers[k - 1]:
+      x = block(x, train)
+    return x
+
+  def __call__(self, z: Array, train: bool) -> Array:
+    """z [B, z_dim] -> image [B, R, R, 3] in [0, 1]."""
+    x = self.stem(z, train)
+    for k in range(1, len(self.layers) + 1):
+      x = self.stage(k, x, train)
+    return 0.5 * (jnp.tanh(self.out_conv(x)) + 1.0)
+
+
+class Autoencoder(nn.Module):
+  """3FabRec's autoencoder (stage 0): image -> z -> reconstruction."""
+  resolution: int = 256
+  base_width: int = 64
+  z_dim: int = 99
+  encoder_blocks: int = 2
+  decoder_blocks: int = 1
+  bn_axis_name: Optional[str] = None
+
+  def setup(self):
+    self.encoder = Encoder(self.resolution, self.base_width, self.z_dim,
+                           self.encoder_blocks, self.bn_axis_name)
+    self.decoder = Decoder(self.resolution, self.base_width, self.z_dim,
+                           self.decoder_blocks, self.bn_axis_name)
+
+  def __call__(self, image: Array, train: bool) -> tuple[Array, Array]:
+    """image [B, R, R, 3] in [0, 1] -> (reconstruction [B, R, R, 3] in
+    [0, 1], z [B, z_dim])."""
+    z, _ = self.encoder(image, train)
+    return self.decoder(z, train), z
+
+  def decode(self, z: Array, train: bool) -> Array:
+    return self.decoder(z, train)
+
+
+class PNCCPredictor(nn.Module):
+  """Autoencoder + ITLs (+ SCAF skips) -> PNCC image (paper's Figure 2).
+
+  Attributes:
+    resolution, base_width, z_dim, encoder_blocks, decoder_blocks: as the
+      stage-0 `Autoencoder` whose weights it re-uses.
+    pncc_resolution: output size O (128 = 3FabRec's landmark head on 256).
+    use_skips: add SCAF skip connections.
+    freeze_encoder, freeze_decoder: frozen parts always run their batch norm
+      on running averages (their statistics never change); pair with
+      `trainable_mask` for the optimizer.
+    bn_axis_name: pmap axis for cross-device batch statistics (or None).
+  """
+  resolution: int = 256
+  base_width: int = 64
+  z_dim: int = 99
+  encoder_blocks: int = 2
+  decoder_blocks: int = 1
+  pncc_resolution: int = 128
+  use_skips: bool = True
+  freeze_encoder: bool = True
+  freeze_decoder: bool = True
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, image: Array, train: bool) -> Array:
+    """image [B, R, R, 3] in [0, 1] -> PNCC [B, O, O, 3] in [0, 1]."""
+    m = num_itl_stages(self.pncc_resolution, self.resolution)
+    encoder = Encoder(self.resolution, self.base_width, self.z_dim,
+                      self.encoder_blocks, self.bn_axis_name, name='encoder')
+    decoder = Decoder(self.resolution, self.base_width, self.z_dim,
+                      self.decoder_blocks, self.bn_axis_name, name='decoder')
+    z, features = encoder(image, train and not self.freeze_encoder)
+    decoder_train = train and not self.freeze_decoder
+    x = decoder.stem(z, decoder_train)
+    for k in range(1, m + 1):
+      x = decoder.stage(k, x, decoder_train)
+      x = nn.Conv(x.shape[-1], (3, 3), padding=1, use_bias=False,
+                  name=f'itl_{k}')(x)
+      size = x.shape[1]
+      if self.use_skips and size in features:
+        x = x + nn.Conv(x.shape[-1], (3, 3), padding=1,
+                        name=f'skip_{k}')(features[size])
+    x = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
+                         use_bias=False, name='pncc_out')(x)
+    return nn.sigmoid(x)
+
+
+# ----------------------------------------------------------------------------
+# Discriminators of the unsupervised stage (3FabRec networks/archs.py).
+
+
+class LatentDiscriminator(nn.Module):
+  """D_z: MLP z -> logit (Gaussian prior vs. encodings); 1000 units, dropout
+  0.2 after each hidden dense as 3FabRec's D_net_gauss."""
+  hidden: int = 1000
+  dropout: float = 0.2
+
+  @nn.compact
+  def __call__(self, z: Array, train: bool) -> Array:
+    """z [B, z_dim] -> logits [B]."""
+    x = z
+    for i in range(2):
+      x = nn.Dense(self.hidden, name=f'dense{i}')(x)
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = nn.relu(x)
+    return nn.Dense(1, name='out')(x)[:, 0]
+
+
+class ImageDiscriminator(nn.Module):
+  """D: DCGAN-style conv net image -> logit (3FabRec's `Discriminator`).
+
+  4x4 stride-2 convs (ndf, 2ndf, 4ndf, 8ndf, 8ndf; BN + LeakyReLU(0.2), no BN
+  on the first) down to 8x8, then a 4x4 valid conv to 1 channel and a global
+  average. Fewer stride-2 convs for small inputs.
+  """
+  ndf: int = 32
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, image: Array, train: bool) -> Array:
+    """image [B, R, R, 3] in [0, 1] -> logits [B]."""
+    x = 2.0 * image - 1.0
+    num_down = min(5, _log2_int(image.shape[1], 'image size') - 3)
+    widths = [self.ndf, 2 * self.ndf, 4 * self.ndf, 8 * self.ndf, 8 * self.ndf]
+    for i in range(num_down):
+      x = nn.Conv(widths[i], (4, 4), (2, 2), padding=1, use_bias=False,
+                  name=f'conv{i}')(x)
+      if i > 0:
+        x = _batch_norm(self.bn_axis_name, f'bn{i}')(
+            x, use_running_average=not train)
+      x = nn.leaky_relu(x, 0.2)
+    x = nn.Conv(1, (4, 4), padding='VALID', use_bias=False, name='out')(x)
+    return jnp.mean(x, axis=(1, 2, 3))
+
+
+# ----------------------------------------------------------------------------
+# Building models from configs, transferring weights, freezing.
+
+
+def autoencoder_from_config(model_config, bn_axis_name=None) -> Autoencoder:
+  """`Autoencoder` from a config's `model` block (see configs/)."""
+  return Autoencoder(
+      resolution=model_config.resolution, base_width=model_config.base_width,
+      z_dim=model_config.z_dim, encoder_blocks=model_config.encoder_blocks,
+      decoder_blocks=model_config.decoder_blocks, bn_axis_name=bn_axis_name)
+
+
+def pncc_predictor_from_config(model_config, bn_axis_name=None
+                               ) -> PNCCPredictor:
+  """`PNCCPredictor` from a config's `model` block (see configs/)."""
+  return PNCCPredictor(
+      resolution=model_config.resolution, base_width=model_config.base_width,
+      z_dim=model_config.z_dim, encoder_blocks=model_config.encoder_blocks,
+      decoder_blocks=model_config.decoder_blocks,
+      pncc_resolution=model_config.pncc_resolution,
+      use_skips=model_config.use_skips,
+      freeze_encoder=model_config.get('freeze_encoder', True),
+      freeze_decoder=model_config.get('freeze_decoder', True),
+      bn_axis_name=bn_axis_name)
+
+
+def _unfreeze(tree):
+  return flax.core.unfreeze(tree) if isinstance(
+      tree, flax.core.FrozenDict) else tree
+
+
+def _copy_matching(source: Mapping, target: Mapping, where: str) -> dict:
+  """`target`'s structure, with leaves taken from `source` (shapes checked)."""
+  out = {}
+  for key, value in target.items():
+    if key not in source:
+      raise KeyError(f'stage-0 checkpoint lacks {where}/{key}')
+    if isinstance(value, Mapping):
+      out[key] = _copy_matching(source[key], value, f'{where}/{key}')
+    else:
+      src = jnp.asarray(source[key])
+      if src.shape != value.shape:
+        raise ValueError(f'{where}/{key}: stage-0 shape {src.shape} != PNCC '
+                         f'predictor shape {value.shape}')
+      out[key] = src.astype(value.dtype)
+  return out
+
+
+def pncc_variables_from_autoencoder(
+    ae_variables: Mapping[str, Any], pncc_variables: Mapping[str, Any],
+    copy_decoder: bool = True) -> dict:
+  """PNCC-predictor variables with encoder/decoder taken from stage 0.
+
+  Args:
+    ae_variables: {'params': {'encoder', 'decoder', ...}, 'batch_stats':
+      {'encoder', 'decoder'}} of a stage-0 `Autoencoder` (extra top-level
+      entries such as discriminators are ignored).
+    pncc_variables: freshly initialised `PNCCPredictor` variables; their ITL,
+      skip and output params are kept.
+    copy_decoder: False for the from-scratch-decoder ablation (only the
+      encoder is copied).
+
+  Returns:
+    variables {'params', 'batch_stats'} for `PNCCPredictor.apply`.
+  """
+  parts = ('encoder', 'decoder') if copy_decoder else ('encoder',)
+  out = {}
+  for collection in ('params', 'batch_stats'):
+    target = dict(_unfreeze(pncc_variables.get(collection, {})))
+    if collection not in ae_variables:
+      raise KeyError(f'stage-0 variables lack collection {collection!r}')
+    source = _unfreeze(ae_variables[collection])
+    for part in parts:
+      if part in target:
+        if part not in source:
+          raise KeyError(f'stage-0 variables lack {collection}/{part}')
+        target[part] = _copy_matching(source[part], target[part],
+                                      f'{collection}/{part}')
+    out[collection] = target
+  return out
+
+
+def trainable_mask(params: Mapping[str, Any], stage: str = 'pncc',
+                   freeze_encoder: bool = True,
+                   freeze_decoder: bool = True) -> PyTree:
+  """Which parameters train: a pytree of bools shaped like `params`.
+
+  stage='autoencoder': everything. stage='pncc': everything except 'encoder'
+  (when freeze_encoder) and 'decoder' (when freeze_decoder); i.e. by default
+  only itl_*, skip_* and pncc_out.
+  """
+  if stage not in ('autoencoder', 'pncc'):
+    raise ValueError(f"stage must be 'autoencoder' or 'pncc', got {stage!r}")
+  frozen = set()
+  if stage == 'pncc':
+    if freeze_encoder:
+      frozen.add('encoder')
+    if freeze_decoder:
+      frozen.add('decoder')
+  params = _unfreeze(params)
+  return {
+      key: jax.tree_util.tree_map(lambda _, t=(key not in frozen): t, value)
+      for key, value in params.items()
+  }
+
+
+def masked_optimizer(tx: optax.GradientTransformation,
+                     mask: PyTree) -> optax.GradientTransformation:
+  """`tx` on mask==True leaves, exactly-zero updates (and no optimizer state,
+  no weight decay) on the rest."""
+  labels = jax.tree_util.tree_map(lambda t: 'train' if t else 'frozen', mask)
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                               labels)
