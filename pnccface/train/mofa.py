@@ -1,0 +1,402 @@
+"""Stage 2: train MoFa / MoFaPNCC (self-supervised model-based autoencoder).
+
+Loss (MoFa's three terms; the weights live in `config.loss`):
+
+  loss = w_photo * E_photo + w_landmark * E_land
+         + w_shape * E_shape + w_expression * E_exp + w_albedo * E_albedo
+
+  E_photo: dense photometric alignment over the visible rendered face pixels
+    (mask M of the rendering). `photo_norm='l2'` (default, MoFa's L2
+    photometric term): the squared Euclidean RGB distance per pixel;
+    'l21': its square root (the robust l2,1 variant of later MoFa-style
+    work). Normalised by the number of mask pixels of the GLOBAL batch:
+    sum_b,p M * d(I, R) / sum M. Images in [0, 1].
+  E_land: sparse landmark alignment, squared 2D distance between the
+    projected model landmarks and `landmarks_2d`, per-landmark weights
+    `landmark_weights` (0 where absent), in units of the image size:
+    sum w ||p - g||^2 / S^2 / sum w.
+  E_shape, E_exp, E_albedo: statistical priors, the batch mean of the sum of
+    squared standardised coefficients (MoFa's E_reg; standardised
+    coefficients make the Gaussian prior isotropic).
+
+Weights: MoFa reports w_photo = 1.92, w_land = 2.9e-5 and a shape prior
+weight 5.2e-6 with relative expression / reflectance prior weights
+(0.8, 1.7e-3), on their unnormalised sums (pixels in 0..255, landmarks in
+pixels). Our terms are normalised (per-pixel means in [0, 1] units,
+landmarks in image-size units), so these numbers do not transfer; the
+defaults in configs/mofa.py are our own choice at the same balance: the
+photometric and landmark terms of similar size at a few-pixel error, and
+priors that only matter when the data leave a coefficient unconstrained.
+
+Batches: {'image': [D, B, S, S, 3] float32 in [0, 1], 'landmarks_2d':
+[D, B, 68, 2] image pixels, 'landmark_weights': [D, B, 68] float32, and
+with `config.use_pncc` 'pncc': [D, B, S, S, 3] float32 in [0, 1]}. The
+encoder input is the image, or concat(image, pncc) (6 channels).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pnccface import render
+from pnccface.evaluation import report
+from pnccface.facemodel import MorphableModel
+from pnccface.models import mofa as mofa_lib
+from pnccface.train import common
+
+Array = jnp.ndarray
+REQUIRED = {'image': 5, 'landmarks_2d': 4, 'landmark_weights': 3}
+REQUIRED_PNCC = {**REQUIRED, 'pncc': 5}
+
+
+def required_keys(config) -> dict[str, int]:
+  """Batch keys (and their dims) the config's train step reads."""
+  return REQUIRED_PNCC if config.use_pncc else REQUIRED
+
+
+# ----------------------------------------------------------------------------
+# Losses (sums and counts, so the global-batch normalisation is explicit).
+
+
+def photometric_terms(rendered, image, mask, norm: str = 'l2'
+                      ) -> tuple[Array, Array]:
+  """(sum over face pixels of the per-pixel distance, number of face pixels).
+
+  Args:
+    rendered, image: [B, H, W, 3]; mask: [B, H, W, 1].
+    norm: 'l2' (squared RGB distance) or 'l21' (RGB distance).
+  """
+  sq = jnp.sum((rendered - image)**2, axis=-1)
+  if norm == 'l2':
+    dist = sq
+  elif norm == 'l21':
+    # The tiny offset keeps the gradient finite where the residual is 0.
+    dist = jnp.sqrt(sq + 1e-8)
+  else:
+    raise ValueError(f'unknown photo_norm {norm!r} (l2, l21)')
+  m = mask[..., 0]
+  return jnp.sum(m * dist), jnp.sum(m)
+
+
+def landmark_terms(pred, target, weights, image_size: int
+                   ) -> tuple[Array, Array, Array]:
+  """Weighted landmark sums.
+
+  Args:
+    pred, target: [B, L, 2] image pixels; weights: [B, L].
+
+  Returns:
+    (sum w * ||p - g||^2 / S^2, sum w * ||p - g|| / S, sum w).
+  """
+  d2 = jnp.sum((pred - target)**2, axis=-1)
+  dist = jnp.sqrt(d2 + 1e-12)
+  return (jnp.sum(weights * d2) / image_size**2,
+          jnp.sum(weights * dist) / image_size, jnp.sum(weights))
+
+
+def prior_terms(code: mofa_lib.FaceCode) -> dict[str, Array]:
+  """Batch means of the summed squared standardised coefficients."""
+  return {name: jnp.mean(jnp.sum(getattr(code, name)**2, axis=-1))
+          for name in ('shape', 'expression', 'albedo')}
+
+
+def _global_mean(total, count, axis_name):
+  """total / global count, scaled by the device count when under pmap, so
+  that the pmean of per-device values is the global-batch mean."""
+  count = jax.lax.stop_gradient(count)
+  num_devices = 1
+  if axis_name is not None:
+    count = jax.lax.psum(count, axis_name)
+    num_devices = jax.lax.psum(1, axis_name)
+  return num_devices * total / jnp.maximum(count, 1e-6)
+
+
+def mofa_loss(recon: mofa_lib.Reconstruction, code: mofa_lib.FaceCode, batch,
+              loss_config, axis_name: Optional[str] = None
+              ) -> tuple[Array, dict[str, Array]]:
+  """The weighted MoFa loss (module docstring) and its terms."""
+  size = batch['image'].shape[-2]
+  photo_sum, n_pix = photometric_terms(recon.image, batch['image'],
+                                       recon.mask,
+                                       loss_config.get('photo_norm', 'l2'))
+  land_sq, land_dist, n_land = landmark_terms(
+      recon.landmarks_2d, batch['landmarks_2d'], batch['landmark_weights'],
+      size)
+  photo = _global_mean(photo_sum, n_pix, axis_name)
+  landmark = _global_mean(land_sq, n_land, axis_name)
+  priors = prior_terms(code)
+  loss = (loss_config.w_photo * photo + loss_config.w_landmark * landmark +
+          loss_config.w_shape * priors['shape'] +
+          loss_config.w_expression * priors['expression'] +
+          loss_config.w_albedo * priors['albedo'])
+  metrics = {
+      'photometric': photo,
+      'landmark': landmark,
+      'landmark_error': jax.lax.stop_gradient(
+          _global_mean(land_dist, n_land, axis_name)),
+      'face_fraction': jax.lax.stop_gradient(
+          _global_mean(n_pix, float(np.prod(recon.mask.shape)), axis_name)),
+      **{f'prior_{k}': v for k, v in priors.items()},
+  }
+  return loss, metrics
+
+
+# ----------------------------------------------------------------------------
+# State and step.
+
+
+def make_encoder(config, face_model: MorphableModel,
+                 bn_axis_name: Optional[str] = None) -> mofa_lib.MoFaEncoder:
+  return mofa_lib.encoder_from_config(config.model, face_model, bn_axis_name)
+
+
+def input_channels(config) -> int:
+  return 6 if config.use_pncc else 3
+
+
+def create_train_state(config, face_model: MorphableModel,
+                       rng: jax.Array) -> common.TrainState:
+  """Unreplicated TrainState of a fresh encoder (`config.init_from`, when
+  set, names a MoFa workdir whose latest params initialise it)."""
+  init_rng, state_rng = jax.random.split(rng)
+  encoder = make_encoder(config, face_model)
+  s = config.image_size
+  variables = jax.jit(encoder.init, static_argnames='train')(
+      init_rng, jnp.zeros((1, s, s, input_channels(config)), jnp.float32),
+      train=False)
+  params = variables['params']
+  batch_stats = variables.get('batch_stats', {})
+  init_from = config.get('init_from', '')
+  if init_from:
+    loaded = common.load_variables(init_from)
+    params = jax.tree_util.tree_map(jnp.asarray, loaded['params'])
+    batch_stats = jax.tree_util.tree_map(jnp.asarray, loaded['batch_stats'])
+  return common.TrainState.create(
+      apply_fn=encoder.apply, params=params, batch_stats=batch_stats,
+      tx=common.make_optimizer(config.optimizer, config.num_train_steps),
+      rng=state_rng)
+
+
+def _encoder_input(config, batch) -> Array:
+  return mofa_lib.encoder_input(batch['image'],
+                                batch['pncc'] if config.use_pncc else None)
+
+
+def _face_fraction(config) -> float:
+  return config.model.get('face_fraction', mofa_lib.DEFAULT_FACE_FRACTION)
+
+
+def make_train_step(config, face_model: MorphableModel) -> Callable:
+  """Pure per-device step (state, batch) -> (state, metrics), to be pmapped
+  with axis common.AXIS. `face_model` is closed over (a constant of the
+  compiled step)."""
+  encoder = make_encoder(config, face_model, bn_axis_name=common.AXIS)
+  face_fraction = _face_fraction(config)
+
+  def train_step(state: common.TrainState, batch):
+    def loss_fn(params):
+      variables = {'params': params}
+      if state.batch_stats:
+        variables['batch_stats'] = state.batch_stats
+        code, new_vars = encoder.apply(variables, _encoder_input(config, batch),
+                                       train=True, mutable=['batch_stats'])
+        batch_stats = new_vars['batch_stats']
+      else:
+        code = encoder.apply(variables, _encoder_input(config, batch),
+                             train=True)
+        batch_stats = state.batch_stats
+      recon = mofa_lib.decode(code, face_model, batch['image'],
+                              face_fraction=face_fraction)
+      loss, metrics = mofa_loss(recon, code, batch, config.loss,
+                                axis_name=common.AXIS)
+      return loss, (metrics, batch_stats)
+
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, common.AXIS)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    metrics = {'loss': loss, **metrics}
+    return new_state, jax.lax.pmean(metrics, common.AXIS)
+
+  return train_step
+
+
+# ----------------------------------------------------------------------------
+# Prediction and evaluation.
+
+
+def make_predict_fn(config, face_model: MorphableModel) -> Callable:
+  """jitted (variables, image [N, S, S, 3], pncc [N, S, S, 3] or None) ->
+  (`Reconstruction`, `FaceCode`) with the encoder in inference mode."""
+  encoder = make_encoder(config, face_model)
+  face_fraction = _face_fraction(config)
+
+  @jax.jit
+  def predict(variables, image, pncc=None):
+    code = encoder.apply(variables, mofa_lib.encoder_input(image, pncc),
+                         train=False)
+    recon = mofa_lib.decode(code, face_model, image,
+                            face_fraction=face_fraction)
+    return recon, code
+
+  return predict
+
+
+def _flat(x, ndim: int) -> np.ndarray:
+  """[D, B, ...] or [B, ...] -> [N, ...] with `ndim` dims."""
+  x = np.asarray(x)
+  return x.reshape((-1,) + x.shape[-(ndim - 1):]) if x.ndim > ndim else x
+
+
+def _draw_points(image: np.ndarray, points: np.ndarray, colour) -> None:
+  """Marks pixels under `points` [L, 2] (image frame) in place."""
+  h, w = image.shape[:2]
+  cols = np.clip(np.floor(points[:, 0]).astype(int), 0, w - 1)
+  rows = np.clip(np.floor(points[:, 1]).astype(int), 0, h - 1)
+  image[rows, cols] = colour
+
+
+_render_pncc = jax.jit(render.render_pncc,
+                       static_argnames=('height', 'width', 'method'))
+
+
+def summary_images(image, recon: mofa_lib.Reconstruction,
+                   face_model: MorphableModel, landmarks_2d=None
+                   ) -> np.ndarray:
+  """TensorBoard strip per sample: input | rendered | overlay | PNCC.
+
+  overlay: the input with the rendered face blended at 50% and the
+  predicted landmarks (red) and target landmarks (green) marked; PNCC: the
+  predicted face's PNCC image.
+
+  Returns:
+    [N, S, 4 S, 3] float32 in [0, 1].
+  """
+  image = np.asarray(image, np.float32)
+  rendered = np.clip(np.asarray(recon.image), 0, 1)
+  mask = np.asarray(recon.mask)
+  overlay = image * (1 - 0.5 * mask) + 0.5 * mask * rendered
+  pred_lm = np.asarray(recon.landmarks_2d)
+  for n in range(image.shape[0]):
+    if landmarks_2d is not None:
+      _draw_points(overlay[n], np.asarray(landmarks_2d)[n], (0.0, 1.0, 0.0))
+    _draw_points(overlay[n], pred_lm[n], (1.0, 0.0, 0.0))
+  size = image.shape[1]
+  pncc, _ = _render_pncc(recon.vertices_screen, face_model.triangles,
+                         face_model.ncc, size, size)
+  return np.concatenate([image, rendered, overlay, np.asarray(pncc)],
+                        axis=2).astype(np.float32)
+
+
+def evaluate(config, face_model: MorphableModel, variables,
+             batches: Iterable[Mapping[str, Any]],
+             predict: Optional[Callable] = None) -> dict[str, Any]:
+  """Held-out evaluation.
+
+  Args:
+    variables: {'params', ['batch_stats']} of the encoder.
+    batches: flat [B, ...] (or [D, B, ...]) batches in the module's format;
+      'landmarks_2d' / 'landmark_weights' optional.
+    predict: a `make_predict_fn` result to reuse (compiled once).
+
+  Returns:
+    'photometric': pixel-weighted mean of the photometric term over all
+      samples; 'landmark_error': weighted mean landmark distance / image size
+      (absent without landmarks); 'vertices_screen': [N, V, 3] numpy;
+      'yaw_degrees', 'pitch_degrees', 'roll_degrees': [N]; 'pose_para':
+      [N, 7] -- vertices and yaw feed `evaluation.report.FaceGeometry`.
+  """
+  predict = predict or make_predict_fn(config, face_model)
+  norm = config.loss.get('photo_norm', 'l2')
+  photo = n_pix = land = n_land = 0.0
+  outputs = {k: [] for k in ('vertices_screen', 'yaw_degrees', 'pitch_degrees',
+                             'roll_degrees', 'pose_para')}
+  for batch in batches:
+    image = jnp.asarray(_flat(batch['image'], 4))
+    pncc = (jnp.asarray(_flat(batch['pncc'], 4)) if config.use_pncc else None)
+    recon, _ = predict(variables, image, pncc)
+    p, n = photometric_terms(recon.image, image, recon.mask, norm)
+    photo, n_pix = photo + float(p), n_pix + float(n)
+    if 'landmarks_2d' in batch:
+      weights = (_flat(batch['landmark_weights'], 2)
+                 if 'landmark_weights' in batch else
+                 np.ones(recon.landmarks_2d.shape[:2], np.float32))
+      _, d, w = landmark_terms(recon.landmarks_2d,
+                               jnp.asarray(_flat(batch['landmarks_2d'], 3)),
+                               jnp.asarray(weights), image.shape[1])
+      land, n_land = land + float(d), n_land + float(w)
+    for key in outputs:
+      outputs[key].append(np.asarray(getattr(recon, key)))
+  if not outputs['yaw_degrees']:
+    raise ValueError('evaluate: no batches')
+  result = {k: np.concatenate(v) for k, v in outputs.items()}
+  result['photometric'] = photo / max(n_pix, 1e-6)
+  if n_land:
+    result['landmark_error'] = land / n_land
+  return result
+
+
+def predicted_geometry(results: Mapping[str, Any]) -> report.FaceGeometry:
+  """`evaluate`'s output as the Table-1 `FaceGeometry` of the prediction."""
+  return report.FaceGeometry(vertices=np.asarray(results['vertices_screen']),
+                             yaw_degrees=np.asarray(results['yaw_degrees']))
+
+
+def make_eval_fn(config, face_model: MorphableModel,
+                 eval_batches: Union[Iterable[Mapping[str, Any]],
+                                     Callable[[], Iterable]],
+                 num_images: int = 4) -> Callable:
+  """state -> {'eval/photometric', 'eval/landmark_error', 'image/mofa'}.
+
+  eval_batches: a re-iterable (e.g. list) of batches or a callable returning
+  a fresh iterator.
+  """
+  predict = make_predict_fn(config, face_model)
+
+  def eval_fn(state) -> dict:
+    variables = {'params': state.params}
+    if state.batch_stats:
+      variables['batch_stats'] = state.batch_stats
+    source = eval_batches() if callable(eval_batches) else eval_batches
+    source = list(source)
+    results = evaluate(config, face_model, variables, source, predict)
+    out = {'eval/photometric': results['photometric']}
+    if 'landmark_error' in results:
+      out['eval/landmark_error'] = results['landmark_error']
+    if num_images:
+      first = source[0]
+      image = _flat(first['image'], 4)[:num_images]
+      pncc = (_flat(first['pncc'], 4)[:num_images] if config.use_pncc else
+              None)
+      recon, _ = predict(variables, jnp.asarray(image),
+                         None if pncc is None else jnp.asarray(pncc))
+      lms = (_flat(first['landmarks_2d'], 3)[:num_images]
+             if 'landmarks_2d' in first else None)
+      out['image/mofa'] = summary_images(image, recon, face_model, lms)
+    return out
+
+  return eval_fn
+
+
+def train(config, workdir: Union[str, os.PathLike],
+          face_model: MorphableModel, batches, eval_batches=None,
+          stop_at_step: Optional[int] = None) -> common.TrainState:
+  """Runs/resumes stage 2 in `workdir`; returns the final state.
+
+  batches: `start_step -> iterator` of [D, B, ...] batches in the module's
+  format (or an iterator; see common.train_loop). eval_batches: see
+  `make_eval_fn`.
+  """
+  eval_fn = (make_eval_fn(config, face_model, eval_batches)
+             if eval_batches else None)
+  return common.train_loop(
+      config, workdir,
+      lambda rng: create_train_state(config, face_model, rng),
+      make_train_step(config, face_model),
+      common.checked_batches(batches, required_keys(config)),
+      eval_fn=eval_fn, stop_at_step=stop_at_step)
