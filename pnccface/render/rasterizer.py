@@ -1,0 +1,462 @@
+"""Triangle rasterizer: z-buffered visibility and differentiable interpolation.
+
+Screen-space vertices, pixel centres and depth follow `pnccface.geometry`.
+
+Coverage and the tie rule (stated here once): pixel (i, j) is covered by a
+triangle when its centre (j + 0.5, i + 0.5) lies inside the triangle or on its
+boundary, for either winding (two-sided); zero-area triangles cover nothing.
+Among the triangles covering a centre the one with the smallest depth there
+wins. Ties -- equal depths, which is what a centre exactly on an edge shared
+by two triangles gives, and depths closer than the quantisation step below --
+go to the smaller triangle id.
+
+Method (static shapes, jittable, no O(pixels x triangles) work). The batch is
+flattened: its B * T triangles write into one B * H * W z-buffer.
+  1. Per triangle, the range of pixel centres inside its screen bounding box,
+     clipped to the image; its span = max(rows, cols) of that range.
+  2. Tiers, `tiers=((w0, None), (w1, c1), ..., (None, cL))`, default
+     `DEFAULT_TIERS` = 2x2, 4x4, 16x16, whole image. First tier: every
+     triangle tests the w0 x w0 centres at the top-left of its box (face-mesh
+     triangles are about a pixel wide, so this settles almost all of them).
+     Tier k >= 1 holds the triangles with w(k-1) < span <= wk; they are
+     grouped by tier once (a prefix count and one scatter, or one `lax.sort`
+     for method='sort'), then a `lax.while_loop` takes them ck at a time, each
+     testing a wk x wk window (the whole image for the last tier). The loops
+     run ceil(count / ck) times, so there is no capacity limit: any number of
+     large triangles (e.g. a 2-triangle full-screen quad) is rasterised
+     exactly, at the cost of more iterations.
+  3. Visibility: each covering (pixel, triangle) candidate gets an int32 key
+     `quantised_depth << id_bits | triangle_id`, with id_bits = bit length
+     of T (17 for 76k-110k triangles) and depth quantised to the remaining
+     31 - id_bits bits over the image's vertex-depth range (2^14 levels for a
+     face); the per-pixel minimum key wins. `method='scatter'` takes it with a
+     scatter-min; `method='sort'` (for TPU, where XLA lowers scatter to a slow
+     serial loop) sorts candidates by (pixel, key) with `lax.sort` and reads
+     each pixel's first entry through `searchsorted`. Both give identical
+     maps.
+
+Gradients (`interpolate`): the triangle ids are piecewise constant and carry
+no gradient; barycentrics are recomputed differentiably from the gathered
+screen-space vertices, so gradients flow to vertex x, y (and to attributes)
+through the visible triangles only. Visibility changes -- a silhouette edge
+or occlusion boundary moving across a pixel -- are ignored. Barycentrics are
+screen-space linear (exact for weak perspective; for a perspective camera
+this is affine, not perspective-correct, interpolation).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+
+METHODS = ('scatter', 'sort')
+_NO_HIT = jnp.iinfo(jnp.int32).max  # key of an empty pixel: all 31 bits set
+
+
+class Raster(NamedTuple):
+  """Per-pixel visibility.
+
+  triangle_id: [B, H, W] int32, the visible triangle, -1 on background.
+  barycentrics: [B, H, W, 3] float32 weights of the triangle's 3 vertices at
+    the pixel centre (screen-space linear); 0 on background.
+  depth: [B, H, W] float32 screen depth of the visible surface at the pixel
+    centre; 0 on background.
+  """
+  triangle_id: Array
+  barycentrics: Array
+  depth: Array
+
+  @property
+  def mask(self) -> Array:
+    """[B, H, W, 1] float32, 1 where a triangle is visible."""
+    return (self.triangle_id >= 0)[..., None].astype(jnp.float32)
+
+
+def default_method() -> str:
+  """'sort' on TPU (scatter is a serial loop there), else 'scatter'."""
+  return 'sort' if jax.default_backend() == 'tpu' else 'scatter'
+
+
+# (window side in pixels or None for the whole image, triangles per
+# while-loop iteration or None for all triangles at once); see the module
+# docstring. Chunks hold ~32k-64k candidate pixels.
+DEFAULT_TIERS = ((2, None), (4, 4096), (16, 256), (None, 4))
+
+
+def rasterize(vertices_screen, triangles, height: int, width: int, *,
+              method: str | None = None, tiers=DEFAULT_TIERS) -> Raster:
+  """Z-buffered rasterization of a batch of meshes sharing one topology.
+
+  Not differentiable (see `interpolate` for gradients). Jit it with
+  `height`, `width`, `method` and `tiers` static.
+
+  Args:
+    vertices_screen: [B, V, 3] float, (x, y, depth) in image-frame pixels.
+    triangles: [T, 3] int, 0-based vertex indices.
+    height, width: image size in pixels.
+    method: 'scatter' or 'sort' (see the module docstring); None picks
+      `default_method()`.
+    tiers: ((window, chunk), ...) with increasing windows (pixels), the first
+      with chunk None (all triangles), the last with window None (whole
+      image); chunk = triangles per while-loop iteration. Affects speed only.
+
+  Returns:
+    `Raster` with [B, H, W] leading dims.
+  """
+  method = default_method() if method is None else method
+  if method not in METHODS:
+    raise ValueError(f'method must be one of {METHODS}, got {method!r}')
+  _check_tiers(tiers)
+  vertices_screen = jnp.asarray(vertices_screen)
+  triangles = jnp.asarray(triangles, jnp.int32)
+  if vertices_screen.ndim != 3 or vertices_screen.shape[-1] != 3:
+    raise ValueError('vertices_screen must have shape [B, V, 3], got '
+                     f'{vertices_screen.shape}')
+  if triangles.ndim != 2 or triangles.shape[-1] != 3:
+    raise ValueError(f'triangles must have shape [T, 3], got {triangles.shape}')
+  vertices = lax.stop_gradient(vertices_screen).astype(jnp.float32)
+  triangle_id = _visible_triangles(vertices, triangles, height, width, method,
+                                   tiers)
+  tri_vertices = _gather_pixel_triangles(vertices, triangles, triangle_id)
+  barycentrics = _pixel_barycentrics(tri_vertices, height, width)
+  covered = (triangle_id >= 0)[..., None]
+  barycentrics = jnp.where(covered, barycentrics, 0.0)
+  depth = jnp.sum(barycentrics * tri_vertices[..., 2], axis=-1)
+  return Raster(triangle_id, barycentrics, depth)
+
+
+def _check_tiers(tiers):
+  ok = (len(tiers) >= 1 and tiers[0][1] is None and tiers[-1][0] is None and
+        all(c is not None and c > 0 for _, c in tiers[1:]) and
+        all(w is not None and w > 0 for w, _ in tiers[:-1]))
+  windows = [w for w, _ in tiers[:-1]]
+  if not ok or windows != sorted(windows):
+    raise ValueError('tiers must be ((window, None), (window, chunk), ..., '
+                     f'(None, chunk)) with increasing windows, got {tiers}')
+
+
+def interpolate(attributes, raster: Raster, vertices_screen,
+                triangles) -> Array:
+  """Per-pixel barycentric interpolation of vertex attributes.
+
+  Differentiable w.r.t. `attributes` and the x, y of `vertices_screen`: the
+  barycentrics are recomputed from the gathered vertices of each pixel's
+  visible triangle. The triangle ids are held fixed (stop_gradient), so the
+  gradient ignores visibility changes -- silhouette edges and occlusion
+  boundaries moving across pixel centres. Interpolation is screen-space
+  linear (not perspective-corrected).
+
+  Args:
+    attributes: [B, V, C] or [V, C] (shared by the batch) float.
+    raster: `rasterize(vertices_screen, triangles, ...)`.
+    vertices_screen: [B, V, 3], the vertices `raster` was computed from.
+    triangles: [T, 3] int.
+
+  Returns:
+    [B, H, W, C]; 0 on background.
+  """
+  triangle_id = lax.stop_gradient(raster.triangle_id)
+  batch, height, width = triangle_id.shape
+  triangles = jnp.asarray(triangles, jnp.int32)
+  attributes = jnp.asarray(attributes)
+  if attributes.ndim == 2:
+    attributes = jnp.broadcast_to(attributes, (batch,) + attributes.shape)
+  if attributes.ndim != 3 or attributes.shape[1] != vertices_screen.shape[1]:
+    raise ValueError('attributes must have shape [B, V, C] or [V, C] with V = '
+                     f'{vertices_screen.shape[1]}, got {attributes.shape}')
+  covered = (triangle_id >= 0)[..., None]
+  vertex_ids = triangles[jnp.maximum(triangle_id, 0)]  # [B, H, W, 3]
+  gather = jax.vmap(lambda values, ids: values[ids])
+  tri_vertices = gather(vertices_screen, vertex_ids)  # [B, H, W, 3, 3]
+  tri_attributes = gather(attributes, vertex_ids)  # [B, H, W, 3, C]
+  barycentrics = _pixel_barycentrics(tri_vertices, height, width)
+  values = jnp.einsum('bhwk,bhwkc->bhwc', barycentrics, tri_attributes)
+  return jnp.where(covered, values, 0.0)
+
+
+# ----------------------------------------------------------------------------
+# Barycentrics.
+
+
+def _edge(ax, ay, bx, by, px, py):
+  """Twice the signed area of (a, b, p); > 0 when p is right of a->b (y down)."""
+  return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+
+
+def _edge_functions(tri_vertices, px, py):
+  """Edge functions of points against triangles.
+
+  Args:
+    tri_vertices: [..., 3, >=2] (x, y of vertices a, b, c).
+    px, py: [...] point coordinates, broadcast against the leading dims.
+
+  Returns:
+    (w [..., 3], area [...]) with w[k] = edge function of the edge opposite
+    vertex k, so w / area are the barycentrics and sum(w) = area.
+  """
+  ax, ay = tri_vertices[..., 0, 0], tri_vertices[..., 0, 1]
+  bx, by = tri_vertices[..., 1, 0], tri_vertices[..., 1, 1]
+  cx, cy = tri_vertices[..., 2, 0], tri_vertices[..., 2, 1]
+  w = jnp.stack([_edge(bx, by, cx, cy, px, py), _edge(cx, cy, ax, ay, px, py),
+                 _edge(ax, ay, bx, by, px, py)], axis=-1)
+  return w, _edge(ax, ay, bx, by, cx, cy)
+
+
+def _pixel_barycentrics(tri_vertices, height, width):
+  """[B, H, W, 3, 3] per-pixel triangles -> [B, H, W, 3] barycentrics."""
+  py = jnp.arange(height, dtype=tri_vertices.dtype)[:, None] + 0.5
+  px = jnp.arange(width, dtype=tri_vertices.dtype)[None, :] + 0.5
+  w, area = _edge_functions(tri_vertices, px, py)
+  # Covered pixels have area != 0; the guard keeps background gradients finite.
+  safe_area = jnp.where(area == 0, 1.0, area)
+  return w / safe_area[..., None]
+
+
+def _gather_pixel_triangles(vertices, triangles, triangle_id):
+  vertex_ids = triangles[jnp.maximum(triangle_id, 0)]
+  return jax.vmap(lambda v, ids: v[ids])(vertices, vertex_ids)
+
+
+# ----------------------------------------------------------------------------
+# Visibility of one image.
+
+
+def _visible_triangles(vertices, triangles, height, width, method, tiers):
+  """[B, V, 3] screen vertices -> [B, H, W] int32 visible ids (-1: none).
+
+  The batch is flattened: B * T triangles write into a B * H * W z-buffer,
+  so each chunked tier pools its triangles over the batch.
+  """
+  batch = vertices.shape[0]
+  num_triangles = triangles.shape[0]
+  num_pixels = height * width
+  id_bits = max(int(num_triangles).bit_length(), 1)
+  if id_bits > 24:
+    raise ValueError(f'too many triangles for the int32 key: {num_triangles}')
+  depth_bits = 31 - id_bits
+  # Structure of arrays, one flat [T * B] array (triangle-major) per
+  # coordinate: contiguous gathers and elementwise work XLA can vectorise.
+  by_vertex = jnp.transpose(vertices, (2, 1, 0))  # [3, V, B]
+  corners = tuple(by_vertex[axis][triangles[:, k]].reshape(-1)
+                  for k in range(3) for axis in range(3))
+  depth = vertices[..., 2]
+  depth_lo = jnp.min(depth, axis=1)
+  depth_scale = (2.0**depth_bits - 1) / jnp.maximum(
+      jnp.max(depth, axis=1) - depth_lo, 1e-12)
+  image_index = jnp.tile(jnp.arange(batch, dtype=jnp.int32), num_triangles)
+  meta = _TriangleMeta(
+      tri_id=jnp.repeat(jnp.arange(num_triangles, dtype=jnp.int32), batch),
+      pixel_offset=image_index * num_pixels,
+      depth_lo=depth_lo[image_index], depth_scale=depth_scale[image_index])
+  boxes = _pixel_boxes(corners, height, width)
+  flat_vertices = vertices.reshape(-1, 3)
+
+  def triangles_of(flat_ids):
+    """Corners, meta and boxes of flat (triangle-major) ids, [K] each."""
+    # Row gathers from the sources: far cheaper on CPU than one gather per
+    # precomputed [T * B] array.
+    tri_id, image = flat_ids // batch, flat_ids % batch
+    vertex_rows = image[:, None] * vertices.shape[1] + triangles[tri_id]
+    corner_xyz = flat_vertices[vertex_rows]  # [K, 3, 3]
+    chunk_corners = tuple(corner_xyz[:, k, axis] for k in range(3)
+                          for axis in range(3))
+    chunk_meta = _TriangleMeta(tri_id, image * num_pixels, depth_lo[image],
+                               depth_scale[image])
+    return (chunk_corners, chunk_meta,
+            _pixel_boxes(chunk_corners, height, width))
+
+  keys_of = functools.partial(_candidate_keys, height=height, width=width,
+                              id_bits=id_bits, depth_bits=depth_bits)
+
+  zbuffer = jnp.full((batch * num_pixels,), _NO_HIT, jnp.int32)
+  first_window = min(tiers[0][0], height, width)
+  pixels, keys = keys_of(corners, meta, boxes, first_window, first_window)
+  zbuffer = _zbuffer_min(zbuffer, pixels, keys, method)
+
+  # The other tiers: windows clipped to the image; a tier whose window covers
+  # the image takes every remaining triangle and ends the list.
+  chunked = []
+  for window, chunk in tiers[1:]:
+    if window is None or (window >= height and window >= width):
+      chunked.append((None, height, width, chunk))
+      break
+    chunked.append((window, min(window, height), min(window, width), chunk))
+  if chunked:
+    row0, row1, col0, col1 = boxes
+    span = jnp.maximum(row1 - row0, col1 - col0) + 1
+    # tier[i] = k >= 1 when triangle i belongs to chunked tier k, else 0.
+    tier = jnp.zeros_like(span)
+    lower = first_window
+    for k, (window, _, _, _) in enumerate(chunked, start=1):
+      upper = span > lower if window is None else (span > lower) & (
+          span <= window)
+      tier = jnp.where(upper, k, tier)
+      lower = window
+    order, starts = _group_by_tier(tier, len(chunked), method)
+    for k, (_, window_h, window_w, chunk) in enumerate(chunked, start=1):
+      zbuffer = _chunked_tier(zbuffer, order, starts[k - 1], starts[k],
+                              triangles_of, window_h, window_w,
+                              min(chunk, batch * num_triangles), keys_of,
+                              method)
+  id_mask = (1 << id_bits) - 1
+  triangle_id = jnp.where(zbuffer == _NO_HIT, -1, zbuffer & id_mask)
+  return triangle_id.reshape(batch, height, width)
+
+
+class _TriangleMeta(NamedTuple):
+  """Per-triangle data of the flattened batch, each [K]."""
+  tri_id: Array  # id within its mesh
+  pixel_offset: Array  # b * H * W
+  depth_lo: Array  # its image's depth range, for quantisation
+  depth_scale: Array
+
+
+def _pixel_boxes(corners, height, width):
+  """Rows/cols of the first and last pixel centres in each triangle's box.
+
+  Args:
+    corners: (ax, ay, az, bx, by, bz, cx, cy, cz), each [T].
+
+  Returns:
+    (row0, row1, col0, col1), each [T] int32, clipped to the image; an empty
+    range has row1 < row0 or col1 < col0.
+  """
+  ax, ay, _, bx, by, _, cx, cy, _ = corners
+
+  def centre_range(lo, hi, size):
+    # Centres are at k + 0.5; clip first so that huge or non-finite
+    # coordinates convert to int safely.
+    first = jnp.ceil(jnp.clip(lo, -2.0, size + 2.0) - 0.5)
+    last = jnp.floor(jnp.clip(hi, -2.0, size + 2.0) - 0.5)
+    first = jnp.maximum(first, 0).astype(jnp.int32)
+    last = jnp.minimum(last, size - 1).astype(jnp.int32)
+    return first, last
+
+  col0, col1 = centre_range(jnp.minimum(jnp.minimum(ax, bx), cx),
+                            jnp.maximum(jnp.maximum(ax, bx), cx), width)
+  row0, row1 = centre_range(jnp.minimum(jnp.minimum(ay, by), cy),
+                            jnp.maximum(jnp.maximum(ay, by), cy), height)
+  return row0, row1, col0, col1
+
+
+def _candidate_keys(corners, meta, boxes, window_h, window_w, *,
+                    height, width, id_bits, depth_bits, valid=None):
+  """Covering (pixel, key) pairs of triangles over windows at their box origin.
+
+  Args:
+    corners: 9 x [K] vertex coordinates (see `_pixel_boxes`).
+    meta: `_TriangleMeta` of [K]; boxes: 4 x [K] int32.
+    window_h, window_w: static window size in pixels.
+    valid: optional [K] bool; invalid triangles produce no candidate.
+
+  Returns:
+    pixels [window_h * window_w * K] int32 flat pixel index into the
+    batch's z-buffer and keys (the packed depth|id, `_NO_HIT` where not covered).
+  """
+  ax, ay, az, bx, by, bz, cx, cy, cz = corners
+  row0, row1, col0, col1 = boxes
+  area = _edge(ax, ay, bx, by, cx, cy)
+  # Flip clockwise triangles so that inside means all edge functions >= 0.
+  sign = jnp.where(area < 0, -1.0, 1.0)
+  inv_area = jnp.where(area == 0, 0.0, 1.0 / jnp.where(area == 0, 1.0, area))
+  # Offsets of the window origin's centre from each vertex: small numbers,
+  # so the edge functions below keep their precision far from the origin.
+  x0 = col0.astype(jnp.float32) + 0.5
+  y0 = row0.astype(jnp.float32) + 0.5
+  edges = []
+  for (px, py), (qx, qy) in (((bx, by), (cx, cy)), ((cx, cy), (ax, ay)),
+                             ((ax, ay), (bx, by))):
+    # w(p) = (q - p) x (pixel - p) = ex * (y0 + di - py) - ey * (x0 + dj - px)
+    ex, ey = sign * (qx - px), sign * (qy - py)
+    edges.append((ex, ey, ex * (y0 - py) - ey * (x0 - px)))
+  di = jnp.arange(window_h, dtype=jnp.int32)[:, None, None]
+  dj = jnp.arange(window_w, dtype=jnp.int32)[None, :, None]
+  fdi, fdj = di.astype(jnp.float32), dj.astype(jnp.float32)
+  w = [base + ex * fdi - ey * fdj for ex, ey, base in edges]
+  covered = ((area != 0) & (w[0] >= 0) & (w[1] >= 0) & (w[2] >= 0) &
+             (di <= row1 - row0) & (dj <= col1 - col0))
+  if valid is not None:
+    covered &= valid
+  # w were scaled by sign, so sign * inv_area = 1 / |area| normalises them.
+  depth = (w[0] * az + w[1] * bz + w[2] * cz) * (sign * inv_area)
+  quantised = jnp.clip(
+      jnp.floor((depth - meta.depth_lo) * meta.depth_scale), 0,
+      2.0**depth_bits - 1)
+  keys = (quantised.astype(jnp.int32) << id_bits) | meta.tri_id
+  keys = jnp.where(covered, keys, _NO_HIT)
+  # Uncovered candidates keep an in-range pixel: their `_NO_HIT` key leaves
+  # the minimum unchanged, and the pixel index then needs no edge functions.
+  rows = jnp.minimum(row0 + di, height - 1)
+  cols = jnp.minimum(col0 + dj, width - 1)
+  pixels = meta.pixel_offset + rows * width + cols
+  pixels = jnp.broadcast_to(pixels, keys.shape)
+  return pixels.reshape(-1), keys.reshape(-1)
+
+
+def _zbuffer_min(zbuffer, pixels, keys, method):
+  """zbuffer[p] = min(zbuffer[p], min of keys at p); pixels >= len dropped."""
+  num_pixels = zbuffer.shape[0]
+  if method == 'scatter':
+    return zbuffer.at[pixels].min(keys, mode='drop')
+  sorted_pixels, sorted_keys = lax.sort((pixels, keys), num_keys=2)
+  targets = jnp.arange(num_pixels, dtype=pixels.dtype)
+  first = jnp.searchsorted(sorted_pixels, targets, side='left')
+  first = jnp.minimum(first, pixels.shape[0] - 1)
+  hit = sorted_pixels[first] == targets
+  return jnp.minimum(zbuffer, jnp.where(hit, sorted_keys[first], _NO_HIT))
+
+
+def _group_by_tier(tier, num_tiers, method):
+  """Triangle indices grouped by chunked tier, without sorting on CPU.
+
+  Args:
+    tier: [N] int32 in [0, num_tiers]; 0 = handled by the first tier only.
+
+  Returns:
+    order: [N] int32; order[starts[k - 1]:starts[k]] are the triangles of
+      tier k (k = 1..num_tiers) in increasing index; the rest is padding.
+    starts: [num_tiers + 1] int32, starts[0] = 0.
+  """
+  num = tier.shape[0]
+  counts = jnp.stack([jnp.sum(tier == k, dtype=jnp.int32)
+                      for k in range(1, num_tiers + 1)])
+  starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(counts)])
+  indices = jnp.arange(num, dtype=jnp.int32)
+  if method == 'sort':
+    key = jnp.where(tier == 0, num_tiers + 1, tier)
+    _, order = lax.sort((key, indices), num_keys=1, is_stable=True)
+    return order, starts
+  # Rank within the tier by an inclusive prefix count (associative_scan:
+  # XLA:CPU lowers jnp.cumsum to a much slower loop), then one scatter.
+  one_hot = (tier[:, None] == jnp.arange(1, num_tiers + 1)).astype(jnp.int32)
+  rank = jnp.sum(lax.associative_scan(jnp.add, one_hot, axis=0) * one_hot,
+                 axis=1)
+  position = jnp.where(tier == 0, num, starts[jnp.maximum(tier - 1, 0)] +
+                       rank - 1)
+  order = jnp.zeros((num,), jnp.int32).at[position].set(
+      indices, mode='drop', unique_indices=True)
+  return order, starts
+
+
+def _chunked_tier(zbuffer, order, start, stop, triangles_of, window_h,
+                  window_w, chunk, keys_of, method):
+  """Rasterizes triangles order[start:stop], `chunk` at a time, over windows."""
+  last = order.shape[0] - 1
+
+  def body(state):
+    offset, zbuffer = state
+    positions = offset + jnp.arange(chunk, dtype=jnp.int32)
+    corners, meta, boxes = triangles_of(order[jnp.minimum(positions, last)])
+    pixels, keys = keys_of(corners, meta, boxes, window_h, window_w,
+                           valid=positions < stop)
+    return offset + chunk, _zbuffer_min(zbuffer, pixels, keys, method)
+
+  _, zbuffer = lax.while_loop(lambda state: state[0] < stop, body,
+                              (start, zbuffer))
+  return zbuffer

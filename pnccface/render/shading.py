@@ -1,0 +1,115 @@
+"""Vertex normals and Lambertian shading with 2nd-order spherical harmonics.
+
+Normals point out of the face: front faces wind counter-clockwise seen from
++z in the model/camera frame (`pnccface.geometry`), so the face normal of
+(a, b, c) is (b - a) x (c - a).
+
+Lighting: irradiance E(n) = sum_k L_k A_l(k) Y_k(n) (Ramamoorthi & Hanrahan
+2001), with Y_k the 9 standard orthonormal real SH functions of bands l = 0,
+1, 2 (no Condon-Shortley phase; order (0,0), (1,-1), (1,0), (1,1), (2,-2),
+(2,-1), (2,0), (2,1), (2,2), i.e. 1, y, z, x, xy, yz, 3z^2 - 1, xz,
+x^2 - y^2) and A_l = pi, 2 pi / 3, pi / 4 the Lambertian kernel. As in
+MoFa / Deep3DFaceRecon the 27 coefficients are 9 per RGB channel (channel
+major: [R0..R8, G0..G8, B0..B8]). Deep3DFaceRecon's basis differs from this
+one only by a sign/scale per function, which its coefficients absorb. A
+uniform white light of irradiance 1 is `L_0 = 1 / (pi * Y_0) ~ 1.1284` with
+the other coefficients 0 (`ambient_sh_coefficients`).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+Array = jnp.ndarray
+
+NUM_SH = 9
+NUM_SH_COEFFICIENTS = 27
+
+_Y0 = 0.5 / np.sqrt(np.pi)
+_Y1 = np.sqrt(3.0 / (4.0 * np.pi))
+_Y2 = 0.5 * np.sqrt(15.0 / np.pi)
+_Y20 = 0.25 * np.sqrt(5.0 / np.pi)
+_Y22 = 0.25 * np.sqrt(15.0 / np.pi)
+_A0, _A1, _A2 = np.pi, 2.0 * np.pi / 3.0, np.pi / 4.0
+
+
+def vertex_normals(vertices, triangles) -> Array:
+  """Area-weighted, unit-length vertex normals.
+
+  Args:
+    vertices: [..., V, 3] in a right-handed frame (model or camera frame).
+    triangles: [T, 3] int, front faces counter-clockwise seen from outside.
+
+  Returns:
+    [..., V, 3] unit normals (zero for vertices in no triangle).
+  """
+  vertices = jnp.asarray(vertices)
+  triangles = jnp.asarray(triangles, jnp.int32)
+  a, b, c = (jnp.take(vertices, triangles[:, k], axis=-2) for k in range(3))
+  # |cross| = 2 * area, so summing un-normalised face normals weights by area.
+  face = jnp.cross(b - a, c - a)
+  summed = jnp.zeros_like(vertices)
+  for k in range(3):
+    summed = summed.at[..., triangles[:, k], :].add(face)
+  norm = jnp.sqrt(jnp.sum(summed**2, axis=-1, keepdims=True) + 1e-20)
+  return summed / norm
+
+
+def sh_basis(normals) -> Array:
+  """Lambertian-convolved SH basis A_l Y_k(n).
+
+  Args:
+    normals: [..., 3] unit vectors.
+
+  Returns:
+    [..., 9].
+  """
+  x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
+  return jnp.stack([
+      jnp.full_like(x, _A0 * _Y0),
+      _A1 * _Y1 * y,
+      _A1 * _Y1 * z,
+      _A1 * _Y1 * x,
+      _A2 * _Y2 * x * y,
+      _A2 * _Y2 * y * z,
+      _A2 * _Y20 * (3.0 * z * z - 1.0),
+      _A2 * _Y2 * x * z,
+      _A2 * _Y22 * (x * x - y * y),
+  ], axis=-1)
+
+
+def _coefficients_rgb(sh_coefficients) -> Array:
+  """[..., 27] or [..., 3, 9] -> [..., 3, 9] (RGB x SH)."""
+  sh_coefficients = jnp.asarray(sh_coefficients)
+  if sh_coefficients.shape[-2:] == (3, NUM_SH):
+    return sh_coefficients
+  if sh_coefficients.shape[-1] != NUM_SH_COEFFICIENTS:
+    raise ValueError('sh_coefficients must have shape [..., 27] or [..., 3, 9],'
+                     f' got {sh_coefficients.shape}')
+  return sh_coefficients.reshape(sh_coefficients.shape[:-1] + (3, NUM_SH))
+
+
+def sh_shading(normals, sh_coefficients) -> Array:
+  """RGB irradiance at unit normals.
+
+  Args:
+    normals: [B, V, 3] unit normals in the frame the light is defined in
+      (camera frame: x right, y up, z towards the viewer).
+    sh_coefficients: [B, 27] or [B, 3, 9], channel-major.
+
+  Returns:
+    [B, V, 3] irradiance (multiply by albedo for the Lambertian colour).
+  """
+  coefficients = _coefficients_rgb(sh_coefficients)
+  return jnp.einsum('...vk,...ck->...vc', sh_basis(normals), coefficients)
+
+
+def ambient_sh_coefficients(batch_size: int | None = None,
+                            irradiance: float = 1.0) -> Array:
+  """Coefficients of a uniform white light: [27] or [B, 27]."""
+  one = np.zeros((3, NUM_SH), np.float32)
+  one[:, 0] = irradiance / (_A0 * _Y0)
+  one = jnp.asarray(one.reshape(-1))
+  return one if batch_size is None else jnp.tile(one, (batch_size, 1))
+
