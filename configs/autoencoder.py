@@ -8,21 +8,9 @@ Adam lr 2e-5, betas (0, 0.999); the image discriminator at half the lr.
 `get_config('tiny')`: 32x32 input, width 8, for tests.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _sibling(name):
-  # Config files are loaded by path (ml_collections config_flags), not as a
-  # package, so siblings are loaded by path too.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
-  spec = importlib.util.spec_from_file_location(f'pnccface_configs_{name}',
-                                                path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from pnccface import configs_lib
 
 
 def get_config(arg=None):
@@ -34,7 +22,7 @@ def get_config(arg=None):
   config.eval_split = 'test'
   config.num_train_samples = -1
   config.num_eval_samples = 64 if tiny else 1000
-  config.model = _sibling('pncc_full').model_config(tiny)
+  config.model = configs_lib.sibling(__file__, 'pncc_full').model_config(tiny)
   config.batch_size = 8 if tiny else 50  # 3FabRec default 50
   config.num_train_steps = 40 if tiny else 400_000
   config.optimizer = ml_collections.ConfigDict(dict(

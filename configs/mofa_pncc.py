@@ -10,24 +10,12 @@ wiring reads these fields; the train step only reads batch['pncc'].
 name the paper's two variants.
 """
 
-import importlib.util
-import os
-
-
-def _sibling(name):
-  # Config files are loaded by path (ml_collections config_flags), not as a
-  # package, so siblings are loaded by path too.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
-  spec = importlib.util.spec_from_file_location(f'pnccface_configs_{name}',
-                                                path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from pnccface import configs_lib
 
 
 def get_config(arg=None):
   tiny = arg == 'tiny'
-  config = _sibling('mofa').get_config('tiny' if tiny else None)
+  config = configs_lib.sibling(__file__, 'mofa').get_config('tiny' if tiny else None)
   config.use_pncc = True
   if arg in ('few', 'full'):
     config.dataset = 'celeb_a'

@@ -27,8 +27,38 @@ def get_config(arg=None):
   config.mofa = _stage('mofa', variant)
   config.mofa_pncc = _stage('mofa_pncc', variant)
   config.mofa_pncc.pncc_source = 'annotated'
+  if not tiny:
+    _cpu_sized(config)
   for stage in (config.autoencoder, config.pncc_full, config.pncc_few,
                 config.mofa, config.mofa_pncc):
     stage.dataset = dataset
     stage.eval_split = 'test'
   return config
+
+
+def _cpu_sized(config) -> None:
+  """The paper's stages at 64x64 and CPU lengths (see docs/results.md)."""
+  autoencoder_model = dict(resolution=64, base_width=16, pncc_resolution=64)
+  for stage in (config.autoencoder, config.pncc_full, config.pncc_few):
+    stage.model.update(autoencoder_model)
+    stage.num_eval_samples = 200
+    stage.use_tensorboard = True
+  ae = config.autoencoder
+  ae.batch_size, ae.num_train_steps = 32, 3000
+  ae.optimizer.lr = 3e-4
+  ae.loss.update(dict(with_gan=False, disc_ndf=16, zdisc_hidden=256))
+  ae.eval_every, ae.checkpoint_every, ae.log_every = 1000, 500, 100
+  for stage, steps in ((config.pncc_full, 1500), (config.pncc_few, 600)):
+    stage.num_train_steps = steps
+    stage.optimizer.warmup_steps = 50
+    stage.eval_every, stage.checkpoint_every, stage.log_every = 500, 250, 50
+  config.pncc_full.batch_size = 16
+  for stage in (config.mofa, config.mofa_pncc):
+    stage.image_size = 64
+    stage.model.backbone = 'resnet'
+    stage.model.norm = 'batch'
+    stage.model.resnet.update(dict(width=16, stage_blocks=(1, 1, 1, 1)))
+    stage.batch_size, stage.num_train_steps = 16, 2000
+    stage.optimizer.update(dict(lr=5e-4, warmup_steps=100))
+    stage.num_eval_samples = 200
+    stage.eval_every, stage.checkpoint_every, stage.log_every = 1000, 500, 100

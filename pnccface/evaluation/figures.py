@@ -34,10 +34,10 @@ def studio_light() -> np.ndarray:
 
 
 @jax.jit
-def _mesh_layer(vertices_screen, triangles, background):
+def _mesh_layer(vertices_screen, triangles, background, light):
   batch, height, width = background.shape[:3]
   albedo = jnp.full(vertices_screen.shape[:-1] + (3,), MESH_ALBEDO)
-  light = jnp.broadcast_to(jnp.asarray(studio_light()), (batch, 27))
+  light = jnp.broadcast_to(light, (batch, 27))
   return render.render_shaded(vertices_screen, triangles, albedo, light,
                               height, width)
 
@@ -55,7 +55,7 @@ def mesh_overlay(image, vertices_screen, triangles, alpha: float = 0.75
   image = np.asarray(image, np.float32)
   shaded, mask = jax.device_get(_mesh_layer(
       jnp.asarray(vertices_screen)[None], jnp.asarray(triangles),
-      jnp.asarray(image)[None]))
+      jnp.asarray(image)[None], jnp.asarray(studio_light())))
   weight = alpha * mask[0]
   return np.clip((1 - weight) * image + weight * shaded[0], 0, 1)
 
