@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pathlib
 import time
+import types
 from typing import Any, Mapping
 
 from absl import logging
@@ -345,3 +346,62 @@ def evaluate_paper(config, workdir, data_dir=None
             os.fspath(workdir / f'annotated_{variant}' / 'eval'), 'all',
             image_size=mofa_size))
   return evaluate_table1(methods, ground_truth, workdir / 'report')
+
+
+# ----------------------------------------------------------------------------
+# Stage-1 ablation: the paper's claim that the pre-trained decoder + ITLs make
+# 50 samples enough.
+
+ABLATION_VARIANTS = {
+    # name: (use_skips, decoder: 'frozen' | 'scratch')
+    'ITL+SCAF, frozen decoder': (True, 'frozen'),
+    'ITL only, frozen decoder': (False, 'frozen'),
+    'ITL+SCAF, decoder from scratch': (True, 'scratch'),
+}
+
+
+def pncc_heldout_l1(pncc_config, workdir, data_dir=None) -> float:
+  """Held-out mean L1 of a stage-1 checkpoint on face pixels (its eval set)."""
+  variables = common.load_variables(workdir)
+  # The eval function reads only the state's params and batch_stats.
+  state = types.SimpleNamespace(params=variables['params'],
+                                batch_stats=variables['batch_stats'])
+  eval_fn = pncc_train.make_eval_fn(
+      pncc_config, _eval_batches(pncc_config, pncc_config.model.resolution,
+                                 data_dir), num_images=0)
+  return float(eval_fn(state)['eval/face_l1'])
+
+
+def run_pncc_ablation(config, workdir, data_dir=None
+                      ) -> dict[str, dict[str, float]]:
+  """Held-out PNCC error of the stage-1 variants, few and full.
+
+  Uses (and trains if needed) `workdir/autoencoder`; variants go to
+  `workdir/ablation/<few|full>_<k>`. Returns {variant: {'PNCC_few': l1,
+  'PNCC_full': l1}} and writes workdir/ablation/pncc_ablation.md.
+  """
+  workdir = pathlib.Path(workdir)
+  run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir)
+  table = {}
+  for k, (name, (skips, decoder)) in enumerate(ABLATION_VARIANTS.items()):
+    table[name] = {}
+    for label, base in (('PNCC_few', config.pncc_few),
+                        ('PNCC_full', config.pncc_full)):
+      variant = base.copy_and_resolve_references()
+      variant.init_from = os.fspath(workdir / 'autoencoder')
+      variant.model.use_skips = skips
+      variant.model.freeze_decoder = decoder == 'frozen'
+      variant.model.from_scratch_decoder = decoder == 'scratch'
+      out = workdir / 'ablation' / f'{label.lower()}_{k}'
+      run_pncc(variant, out, data_dir)
+      table[name][label] = pncc_heldout_l1(variant, out, data_dir)
+      logging.info('ablation | %s | %s | %.4f', name, label,
+                   table[name][label])
+  lines = ['| stage-1 variant | PNCC_few (50) | PNCC_full |', '|---|---|---|']
+  lines += [f'| {name} | {row["PNCC_few"]:.4f} | {row["PNCC_full"]:.4f} |'
+            for name, row in table.items()]
+  text = '\n'.join(lines) + '\n'
+  (workdir / 'ablation').mkdir(parents=True, exist_ok=True)
+  (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
+  print(text)
+  return table
