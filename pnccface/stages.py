@@ -405,3 +405,49 @@ def run_pncc_ablation(config, workdir, data_dir=None
   (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
   print(text)
   return table
+
+
+def evaluate_aflw_landmarks(config, workdir, aflw_dir, ddfa_dir=None
+                            ) -> dict[str, dict[str, float]]:
+  """Sparse 68-landmark NME of the pipeline's MoFa variants on AFLW2000-3D.
+
+  Needs only the release's .mat/.jpg files. With `ddfa_dir` (3DDFA's
+  `u_base.txt`, `w_shp_base.txt`, ... files) two references are added: the
+  landmarks rebuilt from each file's parameters and the mean face under the
+  true pose. Writes <workdir>/report/aflw2000_3d_landmarks.md.
+  """
+  from pnccface import api  # pylint: disable=g-import-not-at-top
+  from pnccface.evaluation import aflw  # pylint: disable=g-import-not-at-top
+  workdir = pathlib.Path(workdir)
+  params = aflw.read_release(aflw_dir)
+  rows = {}
+  if ddfa_dir is not None:
+    sparse = facemodel.load_3ddfa_sparse_model(ddfa_dir)
+    rows['3DDFA parameters (reference)'] = aflw.evaluate_landmarks(
+        aflw.posed_landmarks(params, sparse), params)
+    rows['mean face, true pose (reference)'] = aflw.evaluate_landmarks(
+        aflw.posed_landmarks(params, sparse, use_coefficients=False), params)
+  methods = {'MoFa': ('mofa', None), 'MoFaPNCC_few': ('mofa_pncc_few', 'few'),
+             'MoFaPNCC_full': ('mofa_pncc_full', 'full')}
+  for name, (folder, predictor) in methods.items():
+    if not (workdir / folder).is_dir():
+      continue
+    reconstructor = api.load_reconstructor(
+        workdir / folder,
+        None if predictor is None else workdir / f'pncc_{predictor}')
+    rows[name] = aflw.evaluate_landmarks(aflw.predict_on_crops(
+        aflw_dir, params,
+        lambda images: reconstructor.reconstruct(images).landmarks_2d,
+        crop_size=config.mofa.image_size), params)
+  lines = ['| method | [0,30] | (30,60] | (60,90] | balanced | overall |',
+           '|---|---|---|---|---|---|']
+  for name, r in rows.items():
+    lines.append(f'| {name} | ' + ' | '.join(
+        f'{100 * r[k]:.2f}' for k in ('[0,30]', '(30,60]', '(60,90]',
+                                       'balanced', 'overall')) + ' |')
+  text = ('68-landmark 2D NME (%) on AFLW2000-3D, ' +
+          f'{len(params)} images\n\n' + '\n'.join(lines) + '\n')
+  (workdir / 'report').mkdir(parents=True, exist_ok=True)
+  (workdir / 'report' / 'aflw2000_3d_landmarks.md').write_text(text)
+  print(text)
+  return rows
