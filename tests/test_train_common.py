@@ -210,3 +210,20 @@ def test_shard_and_check_batch_errors():
     common.check_batch(sharded, {'pncc': 5}, num_devices=2)
   with pytest.raises(ValueError, match=r"batch\['image'\] has shape"):
     common.check_batch(batch, {'image': 5}, num_devices=1)
+
+
+def test_summary_writer_writes_tensorboard_events(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  writer = common.SummaryWriter(tmp_path)
+  writer.scalars(3, {'loss': 0.25})
+  writer.images(3, {'image/x': np.full((2, 4, 4, 3), 0.5, np.float32)})
+  writer.flush()
+  events = list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+  assert len(events) == 1
+  found = {}
+  for event in tf.compat.v1.train.summary_iterator(str(events[0])):
+    for value in event.summary.value:
+      found[value.tag] = (event.step, value)
+  assert found['loss'][0] == 3
+  assert tf.make_ndarray(found['loss'][1].tensor) == np.float32(0.25)
+  assert 'image/x' in found

@@ -310,26 +310,33 @@ class ProgressLogger:
 
 class SummaryWriter:
   """TensorBoard scalars/images in `<workdir>/tensorboard` (process 0 only;
-  a no-op when disabled, so tests need not import tensorflow)."""
+  a no-op when disabled, so tests need not import tensorflow).
+
+  Written with `tf.summary` (part of tensorflow), so viewing them needs the
+  `tensorboard` package but writing them does not.
+  """
 
   def __init__(self, workdir: Union[str, os.PathLike], enabled: bool = True):
     self._writer = None
     if enabled and jax.process_index() == 0:
-      from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
-      self._writer = tensorboard.SummaryWriter(
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self._tf = tf
+      self._writer = tf.summary.create_file_writer(
           os.path.join(os.fspath(workdir), 'tensorboard'))
 
   def scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if self._writer is not None:
-      for key, value in scalars.items():
-        self._writer.scalar(key, float(value), step)
+      with self._writer.as_default(step=step):
+        for key, value in scalars.items():
+          self._tf.summary.scalar(key, float(value))
 
   def images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """images: {name: [N, H, W, C] float in [0, 1]}."""
     if self._writer is not None:
-      for key, value in images.items():
-        value = np.clip(np.asarray(value, np.float32), 0.0, 1.0)
-        self._writer.image(key, value, step, max_outputs=value.shape[0])
+      with self._writer.as_default(step=step):
+        for key, value in images.items():
+          value = np.clip(np.asarray(value, np.float32), 0.0, 1.0)
+          self._tf.summary.image(key, value, max_outputs=value.shape[0])
 
   def flush(self) -> None:
     if self._writer is not None:
