@@ -105,34 +105,28 @@ def _eval_batches(config, image_size: int, data_dir=None) -> list:
 # Stages 0 and 1.
 
 
-def run_autoencoder(config, workdir, data_dir=None) -> None:
-  """Stage 0: unsupervised autoencoder pre-training."""
+def _run_autoencoder_stage(train_fn, config, workdir, data_dir) -> None:
+  """Trains a stage-0/1 model (images at `config.model.resolution`)."""
   save_config(config, workdir)
   if is_finished(workdir, config.num_train_steps):
-    logging.info('autoencoder: %s is finished', workdir)
+    logging.info('%s is finished', workdir)
     return
   size = config.model.resolution
   train = _face_arrays(config, config.train_split, size,
                        _samples(config.num_train_samples), data_dir)
-  autoencoder_train.train(
-      config, workdir, pipeline.batch_source(train, config.batch_size,
-                                             seed=config.seed),
-      _eval_batches(config, size, data_dir))
+  train_fn(config, workdir,
+           pipeline.batch_source(train, config.batch_size, seed=config.seed),
+           _eval_batches(config, size, data_dir))
+
+
+def run_autoencoder(config, workdir, data_dir=None) -> None:
+  """Stage 0: unsupervised autoencoder pre-training."""
+  _run_autoencoder_stage(autoencoder_train.train, config, workdir, data_dir)
 
 
 def run_pncc(config, workdir, data_dir=None) -> None:
   """Stage 1: the PNCC predictor (full or few-shot), from `init_from`."""
-  save_config(config, workdir)
-  if is_finished(workdir, config.num_train_steps):
-    logging.info('pncc: %s is finished', workdir)
-    return
-  size = config.model.resolution
-  train = _face_arrays(config, config.train_split, size,
-                       _samples(config.num_train_samples), data_dir)
-  pncc_train.train(
-      config, workdir, pipeline.batch_source(train, config.batch_size,
-                                             seed=config.seed),
-      _eval_batches(config, size, data_dir))
+  _run_autoencoder_stage(pncc_train.train, config, workdir, data_dir)
 
 
 def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
