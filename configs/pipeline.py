@@ -44,21 +44,21 @@ def _cpu_sized(config) -> None:
     stage.num_eval_samples = 200
     stage.use_tensorboard = True
   ae = config.autoencoder
-  ae.batch_size, ae.num_train_steps = 32, 2000
+  ae.batch_size, ae.num_train_steps = 16, 1000
   ae.optimizer.lr = 3e-4
   ae.loss.update(dict(with_gan=False, disc_ndf=16, zdisc_hidden=256))
-  ae.eval_every, ae.checkpoint_every, ae.log_every = 1000, 500, 100
-  for stage, steps in ((config.pncc_full, 1000), (config.pncc_few, 400)):
+  ae.eval_every, ae.checkpoint_every, ae.log_every = 500, 250, 50
+  for stage, steps in ((config.pncc_full, 600), (config.pncc_few, 300)):
     stage.num_train_steps = steps
     stage.optimizer.warmup_steps = 50
-    stage.eval_every, stage.checkpoint_every, stage.log_every = 500, 250, 50
+    stage.eval_every, stage.checkpoint_every, stage.log_every = 300, 150, 50
   config.pncc_full.batch_size = 16
   for stage in (config.mofa, config.mofa_pncc):
     stage.image_size = 64
     stage.model.backbone = 'resnet'
     stage.model.norm = 'batch'
     stage.model.resnet.update(dict(width=16, stage_blocks=(1, 1, 1, 1)))
-    stage.batch_size, stage.num_train_steps = 16, 1000
+    stage.batch_size, stage.num_train_steps = 16, 600
     stage.optimizer.update(dict(lr=5e-4, warmup_steps=100))
     stage.num_eval_samples = 200
-    stage.eval_every, stage.checkpoint_every, stage.log_every = 1000, 500, 100
+    stage.eval_every, stage.checkpoint_every, stage.log_every = 300, 150, 50
