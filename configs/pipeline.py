@@ -33,6 +33,8 @@ def get_config(arg=None):
                 config.mofa, config.mofa_pncc):
     stage.dataset = dataset
     stage.eval_split = 'test'
+    if tiny:  # synthetic_faces/tiny has 32 test faces
+      stage.num_eval_samples = min(stage.num_eval_samples, 32)
   return config
 
 
