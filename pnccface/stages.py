@@ -249,6 +249,9 @@ def synthetic_ground_truth(dataset: str, split: str, image_size: int,
       yaw_degrees=np.asarray([r['pose']['yaw'] for r in rows], np.float32))
 
 
+FIGURE_SIZE = 192  # pixels per face in figure3.png
+
+
 def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
                     ground_truth: report.FaceGeometry, output_dir,
                     figure_images: int = 4) -> dict[str, dict[str, float]]:
@@ -267,9 +270,12 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
         mofa_train.predicted_geometry(prediction), ground_truth)
     logging.info('Table 1 | %s | %s', name, rows[name])
     model = load_face_model(config.face_model)
-    inputs = arrays['image'][:figure_images]
+    size = arrays['image'].shape[1]
+    factor = max(FIGURE_SIZE, size) / size  # small inputs are drawn larger
+    inputs = [figures.resize(image, round(size * factor))
+              for image in arrays['image'][:figure_images]]
     overlays[name] = [
-        figures.mesh_overlay(image, vertices, model.triangles)
+        figures.mesh_overlay(image, vertices * factor, model.triangles)
         for image, vertices in zip(inputs, prediction['vertices_screen'])]
   report.write_report(rows, output_dir)
   columns = [list(inputs)] + list(overlays.values())

@@ -46,7 +46,7 @@ def test_figure3_is_a_grid_of_inputs_and_overlays(tiny_run):
   config, workdir, _, _ = tiny_run
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   figure = tf.io.decode_png((workdir / 'report' / 'figure3.png').read_bytes())
-  size = config.mofa.image_size
+  size = max(stages.FIGURE_SIZE, config.mofa.image_size)
   # 4 rows (images) x 4 columns (input, MoFa, MoFaPNCC_few, _full), 2 px pad.
   assert figure.shape == (4 * (size + 2) + 2, 4 * (size + 2) + 2, 3)
 

@@ -95,6 +95,13 @@ def shaded_faces(model: MorphableModel, shape, expression, albedo, size: int,
   return np.clip(np.asarray(image), 0, 1)
 
 
+def resize(image, size: int) -> np.ndarray:
+  """[H, W, C] float image -> [size, size, C] (bilinear, antialiased)."""
+  image = jnp.asarray(image, jnp.float32)
+  return np.asarray(jax.image.resize(image, (size, size, image.shape[-1]),
+                                     'linear', antialias=True))
+
+
 def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2,
                fill: float = 1.0) -> np.ndarray:
   """Tiles equally sized [H, W, 3] images into rows, with padding."""
