@@ -375,3 +375,32 @@ def test_project_landmarks():
   screen = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
   landmarks = render.project_landmarks(screen, np.array([4, 0]))
   np.testing.assert_array_equal(landmarks, np.asarray(screen)[:, [4, 0], :2])
+
+
+def test_vertex_normals_batched_match_numpy_and_gradient():
+  vertices, triangles = meshes.uv_sphere(8, 20)
+  rng = np.random.default_rng(6)
+  batch = (vertices[None] * rng.uniform(0.5, 2.0, (2, 1, 3))).astype(
+      np.float32)
+  reference = []
+  for v in batch.astype(np.float64):  # np.add.at: one image at a time
+    a, b, c = (v[triangles[:, k]] for k in range(3))
+    face = np.cross(b - a, c - a)
+    summed = np.zeros_like(v)
+    for k in range(3):
+      np.add.at(summed, triangles[:, k], face)
+    reference.append(summed / np.linalg.norm(summed, axis=-1, keepdims=True))
+  normals = render.vertex_normals(jnp.asarray(batch), triangles)
+  np.testing.assert_allclose(normals, np.stack(reference), atol=1e-5)
+  weights = rng.normal(size=batch.shape)
+  with jax.enable_x64(True):
+    loss = jax.jit(lambda v: jnp.sum(weights * render.vertex_normals(
+        v, triangles)))
+    v64 = jnp.asarray(batch, jnp.float64)
+    direction = rng.normal(size=batch.shape)
+    eps = 1e-6
+    numeric = (loss(v64 + eps * direction) - loss(v64 - eps * direction)) / (
+        2 * eps)
+    analytic = np.sum(np.asarray(jax.grad(loss)(v64)) * direction)
+    assert abs(analytic) > 1e-2
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5)

@@ -46,12 +46,25 @@ def vertex_normals(vertices, triangles) -> Array:
   """
   vertices = jnp.asarray(vertices)
   triangles = jnp.asarray(triangles, jnp.int32)
-  a, b, c = (jnp.take(vertices, triangles[:, k], axis=-2) for k in range(3))
-  # |cross| = 2 * area, so summing un-normalised face normals weights by area.
-  face = jnp.cross(b - a, c - a)
-  summed = jnp.zeros_like(vertices)
-  for k in range(3):
-    summed = summed.at[..., triangles[:, k], :].add(face)
+  # Vertex-major structure of arrays: one [V, ...] array per coordinate, so
+  # each gather index / scatter-add update is a contiguous row and the cross
+  # product needs no slicing of a size-3 minor axis -- several times faster
+  # on CPU than indexing axis -2, in the gradient too.
+  by_vertex = jnp.moveaxis(vertices, -2, 0)  # [V, ..., 3]
+  coords = [by_vertex[..., axis] for axis in range(3)]  # 3 x [V, ...]
+  a, b, c = ([coord[triangles[:, k]] for coord in coords] for k in range(3))
+  u = [q - p for p, q in zip(a, b)]
+  w = [q - p for p, q in zip(a, c)]
+  # |u x w| = 2 * area, so summing un-normalised face normals weights by area.
+  face = (u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2],
+          u[0] * w[1] - u[1] * w[0])
+  summed = []
+  for coord, component in zip(coords, face):
+    total = jnp.zeros_like(coord)
+    for k in range(3):
+      total = total.at[triangles[:, k]].add(component)
+    summed.append(total)
+  summed = jnp.moveaxis(jnp.stack(summed, axis=-1), 0, -2)
   norm = jnp.sqrt(jnp.sum(summed**2, axis=-1, keepdims=True) + 1e-20)
   return summed / norm
 
