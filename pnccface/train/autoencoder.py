@@ -255,13 +255,10 @@ def _train_step(key: str) -> Callable:
 
   def train_step(state: common.TrainState, batch):
     rng = common.step_rng(state)
-    grad_fn = jax.value_and_grad(
-        lambda p: losses(config, models, p, state.batch_stats,
-                         batch['image'], rng), has_aux=True)
-    (_, (metrics, batch_stats)), grads = grad_fn(state.params)
-    grads = jax.lax.pmean(grads, common.AXIS)
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    return new_state, jax.lax.pmean(metrics, common.AXIS)
+    # `losses` reports the autoencoder's own loss as metrics['loss'].
+    return common.apply_loss_gradients(
+        state, lambda p: losses(config, models, p, state.batch_stats,
+                                batch['image'], rng))
 
   return train_step
 

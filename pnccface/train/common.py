@@ -134,6 +134,26 @@ def check_batch(batch: Batch, required: Mapping[str, int],
                        f'dims [num_devices={d}, per_device_batch, ...]')
 
 
+def apply_loss_gradients(state: TrainState, loss_fn: Callable
+                         ) -> tuple[TrainState, Metrics]:
+  """One data-parallel update inside a pmapped step.
+
+  Args:
+    state: the per-device state.
+    loss_fn: params -> (loss, (metrics, new_batch_stats)), on this device's
+      share of the batch.
+
+  Returns:
+    The updated state (gradients averaged over AXIS) and the metrics, with
+    'loss', averaged over AXIS.
+  """
+  (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return new_state, jax.lax.pmean({'loss': loss, **metrics}, AXIS)
+
+
 @functools.lru_cache(maxsize=32)
 def pmap_step(train_step: Callable, donate: bool = True) -> Callable:
   """jax.pmap over local devices with axis name AXIS (cached per function:

@@ -216,12 +216,7 @@ def make_train_step(config, face_model: MorphableModel) -> Callable:
                                 axis_name=common.AXIS)
       return loss, (metrics, batch_stats)
 
-    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, common.AXIS)
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    metrics = {'loss': loss, **metrics}
-    return new_state, jax.lax.pmean(metrics, common.AXIS)
+    return common.apply_loss_gradients(state, loss_fn)
 
   return train_step
 

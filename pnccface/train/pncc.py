@@ -192,13 +192,8 @@ def _train_step(model_json: str, background_weight: float) -> Callable:
                             background_weight, axis_name=common.AXIS)
       return loss, (aux, new_vars['batch_stats'])
 
-    (loss, (aux, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, common.AXIS)
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    metrics = {'loss': loss, **aux}
     # Per-device values are scaled by D (see pncc_loss): their mean is global.
-    return new_state, jax.lax.pmean(metrics, common.AXIS)
+    return common.apply_loss_gradients(state, loss_fn)
 
   return train_step
 
