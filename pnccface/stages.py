@@ -11,6 +11,8 @@ Layout of `run_paper(config, workdir)`:
   workdir/pncc_few           stage 1, PNCC predictor on `num_few_shot` faces
   workdir/annotated_<p>/<s>  split s annotated by predictor p (full, few)
   workdir/mofa, workdir/mofa_pncc_few, workdir/mofa_pncc_full   stage 2
+  workdir/mofa_pncc_gt       MoFaPNCC on ground-truth PNCCs (an ablation, when
+                             `config.ground_truth_pncc_ablation`)
   workdir/report             table1.md, table1.json, figure3.png
 """
 
@@ -322,6 +324,11 @@ def run_paper(config, workdir, data_dir=None) -> dict[str, dict[str, float]]:
              annotated_eval=workdir / f'annotated_{variant}' / 'eval',
              data_dir=data_dir)
 
+  if config.get('ground_truth_pncc_ablation', False):
+    gt_config = config.mofa_pncc.copy_and_resolve_references()
+    gt_config.pncc_source = 'ground_truth'
+    run_mofa(gt_config, stage('mofa_pncc_gt'), data_dir=data_dir)
+
   stage('report')
   rows = evaluate_paper(config, workdir, data_dir)
   logging.info('pipeline finished in %.0f s', time.time() - start)
@@ -345,6 +352,12 @@ def evaluate_paper(config, workdir, data_dir=None
         pipeline.face_dataset(
             os.fspath(workdir / f'annotated_{variant}' / 'eval'), 'all',
             image_size=mofa_size))
+  if (workdir / 'mofa_pncc_gt').is_dir():  # the ground-truth PNCC ablation
+    gt_config = config.mofa_pncc.copy_and_resolve_references()
+    gt_config.pncc_source = 'ground_truth'
+    methods['MoFaPNCC_gt (ablation)'] = (
+        gt_config, workdir / 'mofa_pncc_gt',
+        _mofa_arrays(gt_config, split, data_dir=data_dir))
   return evaluate_table1(methods, ground_truth, workdir / 'report')
 
 
