@@ -105,7 +105,6 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
             'model_name': tfds.features.Text(),
         }),
         supervised_keys=('image', 'pncc'),
-        homepage='https://github.com/pnccface/pnccface',
     )
 
   def _split_generators(self, dl_manager):
