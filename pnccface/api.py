@@ -81,12 +81,6 @@ def _resize(images, size: int) -> jnp.ndarray:
                           antialias=True)
 
 
-def _load_variables(workdir) -> dict:
-  variables = common.load_variables(workdir)
-  return {k: variables[k] for k in ('params', 'batch_stats')
-          if variables.get(k)}
-
-
 @dataclasses.dataclass(frozen=True)
 class PNCCPredictor:
   """A trained stage-1 PNCC predictor (see `load_pncc_predictor`)."""
@@ -114,7 +108,7 @@ class PNCCPredictor:
 def load_pncc_predictor(workdir) -> PNCCPredictor:
   """Loads a stage-1 workdir (e.g. workdirs/tiny/pncc_few)."""
   config = load_workdir_config(workdir)
-  return PNCCPredictor(config, _load_variables(workdir),
+  return PNCCPredictor(config, common.load_apply_variables(workdir),
                        pncc_train.make_predict_fn(config))
 
 
@@ -207,7 +201,7 @@ def load_reconstructor(workdir, pncc_predictor: PNCCPredictor | str | None
   if isinstance(pncc_predictor, (str, pathlib.Path)):
     pncc_predictor = load_pncc_predictor(pncc_predictor)
   face_model = stages.load_face_model(config.face_model)
-  return Reconstructor(config, _load_variables(workdir), face_model,
+  return Reconstructor(config, common.load_apply_variables(workdir), face_model,
                        pncc_predictor,
                        mofa_train.make_predict_fn(config, face_model))
 

@@ -142,9 +142,7 @@ def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
   manifest = pathlib.Path(output_dir) / annotated.MANIFEST
   if manifest.is_file() and annotated.read_manifest(output_dir)['complete']:
     return annotated.read_manifest(output_dir)['num_examples']
-  variables = common.load_variables(pncc_workdir)
-  variables = {'params': variables['params'],
-               'batch_stats': variables['batch_stats']}
+  variables = common.load_apply_variables(pncc_workdir)
   predict = pncc_train.make_predict_fn(pncc_config)
   input_size = pncc_config.model.resolution
 
@@ -216,11 +214,9 @@ def predict_mofa(config, workdir, arrays: Mapping[str, np.ndarray],
                  batch_size: int = 32) -> dict[str, Any]:
   """A trained MoFa's predictions on face-format arrays (see
   `mofa_train.evaluate`)."""
-  variables = common.load_variables(workdir)
-  variables = {k: variables[k] for k in ('params', 'batch_stats')
-               if variables.get(k)}
   return mofa_train.evaluate(
-      config, load_face_model(config.face_model), variables,
+      config, load_face_model(config.face_model),
+      common.load_apply_variables(workdir),
       list(pipeline.eval_batches(arrays, batch_size)))
 
 
@@ -325,14 +321,20 @@ def run_paper(config, workdir, data_dir=None) -> dict[str, dict[str, float]]:
              data_dir=data_dir)
 
   if config.get('ground_truth_pncc_ablation', False):
-    gt_config = config.mofa_pncc.copy_and_resolve_references()
-    gt_config.pncc_source = 'ground_truth'
-    run_mofa(gt_config, stage('mofa_pncc_gt'), data_dir=data_dir)
+    run_mofa(_ground_truth_pncc_config(config), stage('mofa_pncc_gt'),
+             data_dir=data_dir)
 
   stage('report')
   rows = evaluate_paper(config, workdir, data_dir)
   logging.info('pipeline finished in %.0f s', time.time() - start)
   return rows
+
+
+def _ground_truth_pncc_config(config):
+  """MoFaPNCC reading the dataset's own PNCC (the ablation of `run_paper`)."""
+  gt_config = config.mofa_pncc.copy_and_resolve_references()
+  gt_config.pncc_source = 'ground_truth'
+  return gt_config
 
 
 def evaluate_paper(config, workdir, data_dir=None
@@ -353,8 +355,7 @@ def evaluate_paper(config, workdir, data_dir=None
             os.fspath(workdir / f'annotated_{variant}' / 'eval'), 'all',
             image_size=mofa_size))
   if (workdir / 'mofa_pncc_gt').is_dir():  # the ground-truth PNCC ablation
-    gt_config = config.mofa_pncc.copy_and_resolve_references()
-    gt_config.pncc_source = 'ground_truth'
+    gt_config = _ground_truth_pncc_config(config)
     methods['MoFaPNCC_gt (ablation)'] = (
         gt_config, workdir / 'mofa_pncc_gt',
         _mofa_arrays(gt_config, split, data_dir=data_dir))

@@ -295,6 +295,15 @@ def load_variables(workdir: Union[str, os.PathLike],
           'step': int(restored.get('step', step))}
 
 
+def load_apply_variables(workdir: Union[str, os.PathLike],
+                         step: Optional[int] = None) -> dict:
+  """{'params'[, 'batch_stats']} of a checkpoint, ready for `model.apply`
+  (batch_stats left out when the model has none)."""
+  variables = load_variables(workdir, step)
+  return {k: variables[k] for k in ('params', 'batch_stats')
+          if variables.get(k)}
+
+
 def load_params(workdir: Union[str, os.PathLike],
                 step: Optional[int] = None) -> PyTree:
   """The params pytree of a workdir's latest (or `step`) checkpoint."""
