@@ -404,3 +404,14 @@ def test_vertex_normals_batched_match_numpy_and_gradient():
     analytic = np.sum(np.asarray(jax.grad(loss)(v64)) * direction)
     assert abs(analytic) > 1e-2
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
+
+
+def test_directional_sh_coefficients_give_ambient_plus_cosine():
+  normals = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]],
+                     np.float32)
+  direction = np.array([0.6, 0.0, 0.8])
+  sh = render.directional_sh_coefficients([0.5, 0.7, 0.9], direction, 0.3)
+  irradiance = np.asarray(render.sh_shading(normals[None], sh[None]))[0]
+  expected = (np.array([0.5, 0.7, 0.9])[None, :] +
+              0.3 * (normals @ direction)[:, None])
+  np.testing.assert_allclose(irradiance, expected, atol=1e-5)

@@ -63,20 +63,14 @@ def random_sh(rng: np.random.Generator, batch: int) -> np.ndarray:
 
   Irradiance = ambient (0.7..1.1, slightly tinted) + a directional part
   (0.1..0.5 along a random direction, mostly from the front) + small band-2
-  terms. Coefficients are scaled by the Lambertian-convolved basis values, so
-  `ambient` is the irradiance of any normal (`pnccface.render.shading`).
+  terms (`render.directional_sh_coefficients`).
   """
-  front = np.asarray(render.sh_basis(jnp.asarray([0.0, 0.0, 1.0])))
-  band0, band1 = front[0], front[2]  # A0 Y0 and A1 Y1 (basis index 2 is z)
-  sh = np.zeros((batch, 3, 9), np.float32)
   ambient = rng.uniform(0.7, 1.1, (batch, 1)) * rng.uniform(0.9, 1.1, (batch, 3))
-  sh[:, :, 0] = ambient / band0
   direction = rng.normal(size=(batch, 3))
   direction[:, 2] = np.abs(direction[:, 2]) + 0.5  # mostly from the front
   direction /= np.linalg.norm(direction, axis=1, keepdims=True)
   strength = rng.uniform(0.1, 0.5, (batch, 1))
-  # Band 1 is ordered (y, z, x).
-  sh[:, :, 1:4] = (strength * direction[:, [1, 2, 0]] / band1)[:, None, :]
+  sh = render.directional_sh_coefficients(ambient, direction, strength)
   sh[:, :, 4:] = rng.normal(0, 0.05, (batch, 1, 5))
   return sh.reshape(batch, 27)
 

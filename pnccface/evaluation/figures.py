@@ -23,14 +23,10 @@ MESH_ALBEDO = 0.75
 
 def studio_light() -> np.ndarray:
   """SH coefficients [27]: ambient plus a key light from the upper left front."""
-  front = np.asarray(render.sh_basis(jnp.asarray([0.0, 0.0, 1.0])))
-  band0, band1 = front[0], front[2]
   direction = np.array([-0.4, 0.5, 0.77])  # x, y, z
   direction /= np.linalg.norm(direction)
-  sh = np.zeros((3, 9), np.float32)
-  sh[:, 0] = 0.55 / band0
-  sh[:, 1:4] = 0.6 * direction[[1, 2, 0]] / band1  # band 1 is (y, z, x)
-  return sh.reshape(27)
+  return render.directional_sh_coefficients(
+      np.full(3, 0.55), direction, 0.6).reshape(27)
 
 
 @jax.jit

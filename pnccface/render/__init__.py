@@ -9,6 +9,7 @@ from pnccface.render.renderer import render_pncc
 from pnccface.render.renderer import render_shaded
 from pnccface.render.renderer import screen_normals
 from pnccface.render.shading import ambient_sh_coefficients
+from pnccface.render.shading import directional_sh_coefficients
 from pnccface.render.shading import NUM_SH_COEFFICIENTS
 from pnccface.render.shading import sh_basis
 from pnccface.render.shading import sh_shading

@@ -118,6 +118,31 @@ def sh_shading(normals, sh_coefficients) -> Array:
   return jnp.einsum('...vk,...ck->...vc', sh_basis(normals), coefficients)
 
 
+def directional_sh_coefficients(ambient, direction, strength) -> np.ndarray:
+  """Coefficients of an ambient light plus one directional term.
+
+  The irradiance at unit normal n is `ambient + strength * dot(n, direction)`
+  per channel (bands 0 and 1 only; band 2 is zero).
+
+  Args:
+    ambient: [..., 3] RGB irradiance of the ambient part (or broadcastable).
+    direction: [..., 3] unit vector (x, y, z) towards the light.
+    strength: [..., 1] or scalar irradiance of the directional part.
+
+  Returns:
+    [..., 3, 9] float32, channel-major.
+  """
+  ambient, direction, strength = (np.asarray(a, np.float64)
+                                  for a in (ambient, direction, strength))
+  shape = np.broadcast_shapes(ambient.shape, direction.shape)[:-1]
+  out = np.zeros(shape + (3, NUM_SH), np.float64)
+  out[..., 0] = ambient / (_A0 * _Y0)
+  # Band 1 is ordered (y, z, x); every channel shares the direction.
+  band1 = strength * direction[..., [1, 2, 0]] / (_A1 * _Y1)
+  out[..., 1:4] = band1[..., None, :]
+  return out.astype(np.float32)
+
+
 def ambient_sh_coefficients(batch_size: int | None = None,
                             irradiance: float = 1.0) -> Array:
   """Coefficients of a uniform white light: [27] or [B, 27]."""
