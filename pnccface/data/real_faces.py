@@ -24,9 +24,9 @@ from typing import Iterator, Mapping
 import jax
 import numpy as np
 
-from pnccface import geometry
 from pnccface import render
 from pnccface.data import crop
+from pnccface.data import synthesis
 from pnccface.facemodel import MorphableModel
 
 CELEBA_LANDMARKS_TO_IBUG = {'nose': 30, 'leftmouth': 48, 'rightmouth': 54}
@@ -46,9 +46,8 @@ def _fit_coefficients(coefficients: np.ndarray, size: int) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames=('size',))
 def _render_pncc_batch(model: MorphableModel, shape, expression, pose_para,
                        size: int):
-  vertices = model.vertices(shape, expression)
-  screen = geometry.weak_perspective_to_screen(
-      vertices, geometry.pose_para_to_weak_perspective(pose_para), size)
+  screen = synthesis.face_vertices_screen(model, shape, expression,
+                                          pose_para, size)
   pncc, mask = render.render_pncc(screen, model.triangles, model.ncc, size,
                                   size)
   return pncc, mask, model.landmarks(screen)
@@ -73,9 +72,8 @@ def the300w_lp_face_example(example: Mapping[str, np.ndarray],
   shape = _fit_coefficients(example['shape_params'], model.num_shape)
   expression = _fit_coefficients(example['exp_params'], model.num_expression)
   pose_para = np.asarray(example['pose_params'], np.float32)
-  landmarks = model.landmarks(geometry.weak_perspective_to_screen(
-      model.vertices(shape, expression),
-      geometry.pose_para_to_weak_perspective(pose_para), height))
+  landmarks = model.landmarks(synthesis.face_vertices_screen(
+      model, shape, expression, pose_para, height))
   box = crop.box_from_points(np.asarray(landmarks)[:, :2], margin, rng, jitter)
   pose_crop = crop.transform_pose_para(pose_para, box, size, height)
   pncc, mask, landmarks_crop = jax.device_get(_render_pncc_batch(
