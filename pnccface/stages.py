@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pnccface import facemodel
+from pnccface import workdirs
 from pnccface.data import annotated
 from pnccface.data import crop
 from pnccface.data import pipeline
@@ -60,11 +61,22 @@ def load_face_model(name: str) -> MorphableModel:
                    '.pkl or a BFM2009 01_MorphableModel.mat')
 
 
-def save_config(config, workdir) -> None:
-  """Writes `<workdir>/config.json`, which `pnccface.api` loads the stage by."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+def _finished_or_claim(config, workdir, force: bool, name: str):
+  """(finished, write_config_after) for a stage about to run in `workdir`
+  (see `workdirs.claim`); logs the stage's start line."""
+  pending = workdirs.claim(config, workdir, force)
+  if is_finished(workdir, config.num_train_steps):
+    logging.info('%s: %s is finished (step %d)', name, workdir,
+                 config.num_train_steps)
+    return True, pending
+  logging.info('%s: training in %s', name, workdir)
+  return False, pending
+
+
+def _finish(config, workdir, pending: bool, name: str, start: float) -> None:
+  if pending:
+    workdirs.write_config(config, workdir)
+  logging.info('%s: done in %.0f s', name, time.time() - start)
 
 
 def is_finished(workdir, num_train_steps: int) -> bool:
@@ -107,11 +119,12 @@ def _eval_batches(config, image_size: int, data_dir=None) -> list:
 # Stages 0 and 1.
 
 
-def _run_autoencoder_stage(train_fn, config, workdir, data_dir) -> None:
+def _run_autoencoder_stage(train_fn, config, workdir, data_dir, force,
+                           name) -> None:
   """Trains a stage-0/1 model (images at `config.model.resolution`)."""
-  save_config(config, workdir)
-  if is_finished(workdir, config.num_train_steps):
-    logging.info('%s is finished', workdir)
+  start = time.time()
+  finished, pending = _finished_or_claim(config, workdir, force, name)
+  if finished:  # nothing trained with a forced config: keep the old one
     return
   size = config.model.resolution
   train = _face_arrays(config, config.train_split, size,
@@ -119,16 +132,35 @@ def _run_autoencoder_stage(train_fn, config, workdir, data_dir) -> None:
   train_fn(config, workdir,
            pipeline.batch_source(train, config.batch_size, seed=config.seed),
            _eval_batches(config, size, data_dir))
+  _finish(config, workdir, pending, name, start)
 
 
-def run_autoencoder(config, workdir, data_dir=None) -> None:
-  """Stage 0: unsupervised autoencoder pre-training."""
-  _run_autoencoder_stage(autoencoder_train.train, config, workdir, data_dir)
+def run_autoencoder(config, workdir, data_dir=None, force=False) -> None:
+  """Stage 0: unsupervised autoencoder pre-training.
+
+  `force`: go on in a workdir made with another config (see
+  `workdirs.claim`); refused otherwise.
+  """
+  _run_autoencoder_stage(autoencoder_train.train, config, workdir, data_dir,
+                         force, 'autoencoder')
 
 
-def run_pncc(config, workdir, data_dir=None) -> None:
+def run_pncc(config, workdir, data_dir=None, force=False) -> None:
   """Stage 1: the PNCC predictor (full or few-shot), from `init_from`."""
-  _run_autoencoder_stage(pncc_train.train, config, workdir, data_dir)
+  init_from = config.get('init_from', '')
+  if init_from:
+    _check_stage(init_from, 'autoencoder', 'config.init_from')
+  _run_autoencoder_stage(pncc_train.train, config, workdir, data_dir, force,
+                         'pncc')
+
+
+def _check_stage(workdir, stage: str, what: str) -> None:
+  """Raises naming `what` unless `workdir` is a finished-or-partial `stage`
+  workdir (its config.json says so)."""
+  found = workdirs.stage_of(workdirs.load_config(workdir))
+  if found != stage:
+    raise ValueError(f'{what}={os.fspath(workdir)} is a {found} workdir, not '
+                     f'a {stage} one')
 
 
 def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
@@ -142,6 +174,8 @@ def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
   manifest = pathlib.Path(output_dir) / annotated.MANIFEST
   if manifest.is_file() and annotated.read_manifest(output_dir)['complete']:
     return annotated.read_manifest(output_dir)['num_examples']
+  _check_stage(pncc_workdir, 'pncc', 'pncc_workdir')
+  logging.info('annotate: %s/%s -> %s', dataset, split, output_dir)
   variables = common.load_apply_variables(pncc_workdir)
   predict = pncc_train.make_predict_fn(pncc_config)
   input_size = pncc_config.model.resolution
@@ -182,22 +216,29 @@ def _mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
 
 
 def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
-             data_dir=None) -> None:
+             data_dir=None, force=False) -> None:
   """Stage 2: MoFa (RGB) or MoFaPNCC (RGB + PNCC).
 
   The PNCC input is the dataset's own (`pncc_source='ground_truth'`) or
   that of an annotated dataset (`annotated_train` / `annotated_eval` folders
   written by `annotate`).
   """
-  save_config(config, workdir)
-  if is_finished(workdir, config.num_train_steps):
-    logging.info('mofa: %s is finished', workdir)
-    return
-  if config.use_pncc and config.pncc_source == 'annotated' and (
-      annotated_train is None or annotated_eval is None):
-    raise ValueError('MoFaPNCC with annotated PNCCs needs the annotated '
-                     'train and eval datasets')
   use_annotated = config.use_pncc and config.pncc_source == 'annotated'
+  if use_annotated:
+    if annotated_train is None or annotated_eval is None:
+      raise ValueError('MoFaPNCC with annotated PNCCs needs the annotated '
+                       'train and eval datasets')
+    for flag, folder in (('annotated_train', annotated_train),
+                         ('annotated_eval', annotated_eval)):
+      if not (pathlib.Path(folder) / annotated.MANIFEST).is_file():
+        raise FileNotFoundError(
+            f'{flag}={os.fspath(folder)} is not an annotated dataset (no '
+            f'{annotated.MANIFEST}; write one with launch/annotate.py)')
+  name = 'mofa_pncc' if config.use_pncc else 'mofa'
+  start = time.time()
+  finished, pending = _finished_or_claim(config, workdir, force, name)
+  if finished:  # nothing trained with a forced config: keep the old one
+    return
   train = _mofa_arrays(config, config.train_split,
                        annotated_train if use_annotated else None,
                        _samples(config.num_train_samples), data_dir)
@@ -208,6 +249,7 @@ def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
       config, workdir, load_face_model(config.face_model),
       pipeline.batch_source(train, config.batch_size, seed=config.seed),
       list(pipeline.eval_batches(evaluation, config.batch_size)))
+  _finish(config, workdir, pending, name, start)
 
 
 def predict_mofa(config, workdir, arrays: Mapping[str, np.ndarray],
@@ -252,7 +294,8 @@ FIGURE_SIZE = 192  # pixels per face in figure3.png
 
 def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
                     ground_truth: report.FaceGeometry, output_dir,
-                    figure_images: int = 4) -> dict[str, dict[str, float]]:
+                    caption: str = '', figure_images: int = 4
+                    ) -> dict[str, dict[str, float]]:
   """Table 1 for trained MoFa variants; writes table1.md/.json, figure3.png.
 
   Args:
@@ -260,13 +303,13 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
       matches `ground_truth`).
     ground_truth: `synthetic_ground_truth` (or AFLW2000-3D's geometry).
     output_dir: where the report goes.
+    caption: names the evaluation data, above the table.
   """
   rows, overlays, inputs = {}, {}, None
   for name, (config, workdir, arrays) in methods.items():
     prediction = predict_mofa(config, workdir, arrays)
     rows[name] = report.evaluate_method(
         mofa_train.predicted_geometry(prediction), ground_truth)
-    logging.info('Table 1 | %s | %s', name, rows[name])
     model = load_face_model(config.face_model)
     size = arrays['image'].shape[1]
     factor = max(FIGURE_SIZE, size) / size  # small inputs are drawn larger
@@ -275,11 +318,11 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
     overlays[name] = [
         figures.mesh_overlay(image, vertices * factor, model.triangles)
         for image, vertices in zip(inputs, prediction['vertices_screen'])]
-  report.write_report(rows, output_dir)
+  report.write_report(rows, output_dir, caption=caption)
   columns = [list(inputs)] + list(overlays.values())
   figure = figures.image_grid([list(r) for r in zip(*columns)])
   figures.save_png(pathlib.Path(output_dir) / 'figure3.png', figure)
-  print(report.format_markdown(rows))
+  print(report.format_markdown(rows, caption=caption))
   return rows
 
 
@@ -287,46 +330,53 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
 # The whole paper.
 
 
-def run_paper(config, workdir, data_dir=None) -> dict[str, dict[str, float]]:
+def run_paper(config, workdir, data_dir=None, force=False
+              ) -> dict[str, dict[str, float]]:
   """Autoencoder -> PNCC_full, PNCC_few -> annotation -> MoFa, MoFaPNCC_few,
-  MoFaPNCC_full -> Table 1 and Figure 3. See the module docstring."""
+  MoFaPNCC_full -> Table 1 and Figure 3. See the module docstring.
+
+  `force`: go on in a workdir made with another config (`workdirs.claim`).
+  """
   workdir = pathlib.Path(workdir)
   start = time.time()
+  pending = workdirs.claim(config, workdir, force)
 
-  def stage(name):
-    logging.info('=== %s (%.0f s into the pipeline)', name,
-                 time.time() - start)
-    return workdir / name
-
-  run_autoencoder(config.autoencoder, stage('autoencoder'), data_dir)
-  predictors = {'full': config.pncc_full, 'few': config.pncc_few}
-  for variant, pncc_config in predictors.items():
-    with pncc_config.unlocked():
-      pncc_config.init_from = os.fspath(workdir / 'autoencoder')
-    run_pncc(pncc_config, stage(f'pncc_{variant}'), data_dir)
+  run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir, force)
+  predictors = {}
+  for variant in ('full', 'few'):
+    pncc_config = config[f'pncc_{variant}'].copy_and_resolve_references()
+    pncc_config.init_from = os.fspath(workdir / 'autoencoder')
+    predictors[variant] = pncc_config
+    run_pncc(pncc_config, workdir / f'pncc_{variant}', data_dir, force)
 
   mofa_size = config.mofa.image_size
   splits = {'train': config.mofa.train_split, 'eval': eval_split(config.mofa)}
   for variant, pncc_config in predictors.items():
     for folder, split in splits.items():
       annotate(pncc_config, workdir / f'pncc_{variant}', config.mofa.dataset,
-               split, mofa_size, stage(f'annotated_{variant}') / folder,
+               split, mofa_size, workdir / f'annotated_{variant}' / folder,
                data_dir)
 
-  run_mofa(config.mofa, stage('mofa'), data_dir=data_dir)
+  run_mofa(config.mofa, workdir / 'mofa', data_dir=data_dir, force=force)
   for variant in predictors:
-    run_mofa(config.mofa_pncc, stage(f'mofa_pncc_{variant}'),
+    run_mofa(config.mofa_pncc, workdir / f'mofa_pncc_{variant}',
              annotated_train=workdir / f'annotated_{variant}' / 'train',
              annotated_eval=workdir / f'annotated_{variant}' / 'eval',
-             data_dir=data_dir)
+             data_dir=data_dir, force=force)
 
   if config.get('ground_truth_pncc_ablation', False):
-    run_mofa(_ground_truth_pncc_config(config), stage('mofa_pncc_gt'),
-             data_dir=data_dir)
+    run_mofa(_ground_truth_pncc_config(config), workdir / 'mofa_pncc_gt',
+             data_dir=data_dir, force=force)
 
-  stage('report')
-  rows = evaluate_paper(config, workdir, data_dir)
-  logging.info('pipeline finished in %.0f s', time.time() - start)
+  if pending:
+    workdirs.write_config(config, workdir)
+  rows = evaluate_paper(workdir, data_dir)
+  report_dir = workdir / 'report'
+  print(f'pipeline finished in {time.time() - start:.0f} s. Outputs:\n'
+        f'  {report_dir}/table1.md, table1.json, figure3.png\n'
+        f'  stage workdirs in {workdir}/ (TensorBoard: <stage>/tensorboard)\n'
+        f'  load: pnccface.api.load_reconstructor('
+        f"'{workdir}/mofa_pncc_few', '{workdir}/pncc_few')")
   return rows
 
 
@@ -337,29 +387,38 @@ def _ground_truth_pncc_config(config):
   return gt_config
 
 
-def evaluate_paper(config, workdir, data_dir=None
-                   ) -> dict[str, dict[str, float]]:
-  """Table 1 and Figure 3 of a `run_paper` workdir, on its evaluation split."""
+def evaluate_paper(workdir, data_dir=None) -> dict[str, dict[str, float]]:
+  """Table 1 and Figure 3 of a `run_paper` workdir, on its evaluation split.
+
+  Every stage is rebuilt from the config its workdir was trained with
+  (`config.json`), so no config needs to be passed.
+  """
   workdir = pathlib.Path(workdir)
+  config = workdirs.load_config(workdir)
   mofa_size = config.mofa.image_size
   split = eval_split(config.mofa)
+  logging.info('report: Table 1 on %s/%s', config.mofa.dataset, split)
   ground_truth = synthetic_ground_truth(
       config.mofa.dataset, split, mofa_size,
       load_face_model(config.mofa.face_model), data_dir)
-  methods = {'MoFa': (config.mofa, workdir / 'mofa',
+  methods = {'MoFa': (workdirs.load_config(workdir / 'mofa'), workdir / 'mofa',
                       _mofa_arrays(config.mofa, split, data_dir=data_dir))}
   for variant in ('few', 'full'):
+    folder = workdir / f'mofa_pncc_{variant}'
     methods[f'MoFaPNCC_{variant}'] = (
-        config.mofa_pncc, workdir / f'mofa_pncc_{variant}',
+        workdirs.load_config(folder), folder,
         pipeline.face_dataset(
             os.fspath(workdir / f'annotated_{variant}' / 'eval'), 'all',
             image_size=mofa_size))
   if (workdir / 'mofa_pncc_gt').is_dir():  # the ground-truth PNCC ablation
-    gt_config = _ground_truth_pncc_config(config)
+    gt_config = workdirs.load_config(workdir / 'mofa_pncc_gt')
     methods['MoFaPNCC_gt (ablation)'] = (
         gt_config, workdir / 'mofa_pncc_gt',
         _mofa_arrays(gt_config, split, data_dir=data_dir))
-  return evaluate_table1(methods, ground_truth, workdir / 'report')
+  caption = (f'Measured rows: {len(ground_truth.yaw_degrees)} faces of '
+             f'{config.mofa.dataset} ({split}) at {mofa_size} px; '
+             '"(paper)" rows: the paper\'s Table 1 on AFLW2000-3D.')
+  return evaluate_table1(methods, ground_truth, workdir / 'report', caption)
 
 
 # ----------------------------------------------------------------------------
@@ -386,7 +445,7 @@ def pncc_heldout_l1(pncc_config, workdir, data_dir=None) -> float:
   return float(eval_fn(state)['eval/face_l1'])
 
 
-def run_pncc_ablation(config, workdir, data_dir=None
+def run_pncc_ablation(config, workdir, data_dir=None, force=False
                       ) -> dict[str, dict[str, float]]:
   """Held-out PNCC error of the stage-1 variants, few and full.
 
@@ -395,7 +454,8 @@ def run_pncc_ablation(config, workdir, data_dir=None
   'PNCC_full': l1}} and writes workdir/ablation/pncc_ablation.md.
   """
   workdir = pathlib.Path(workdir)
-  run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir)
+  run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir,
+                  force)
   table = {}
   for k, (name, (skips, decoder)) in enumerate(ABLATION_VARIANTS.items()):
     table[name] = {}
@@ -407,7 +467,7 @@ def run_pncc_ablation(config, workdir, data_dir=None
       variant.model.freeze_decoder = decoder == 'frozen'
       variant.model.from_scratch_decoder = decoder == 'scratch'
       out = workdir / 'ablation' / f'{label.lower()}_{k}'
-      run_pncc(variant, out, data_dir)
+      run_pncc(variant, out, data_dir, force)
       table[name][label] = pncc_heldout_l1(variant, out, data_dir)
       logging.info('ablation | %s | %s | %.4f', name, label,
                    table[name][label])
@@ -421,7 +481,7 @@ def run_pncc_ablation(config, workdir, data_dir=None
   return table
 
 
-def evaluate_aflw_landmarks(config, workdir, aflw_dir, ddfa_dir=None
+def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None
                             ) -> dict[str, dict[str, float]]:
   """Sparse 68-landmark NME of the pipeline's MoFa variants on AFLW2000-3D.
 
@@ -452,7 +512,7 @@ def evaluate_aflw_landmarks(config, workdir, aflw_dir, ddfa_dir=None
     rows[name] = aflw.evaluate_landmarks(aflw.predict_on_crops(
         aflw_dir, params,
         lambda images: reconstructor.reconstruct(images).landmarks_2d,
-        crop_size=config.mofa.image_size), params)
+        crop_size=reconstructor.input_size), params)
   lines = ['| method | [0,30] | (30,60] | (60,90] | balanced | overall |',
            '|---|---|---|---|---|---|']
   for name, r in rows.items():
