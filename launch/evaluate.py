@@ -12,7 +12,7 @@ from absl import app
 from absl import flags
 
 from pnccface import logs  # first: quiets TensorFlow's C++ logs
-from pnccface import stages
+from pnccface.evaluation import paper
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A launch/pipeline.py workdir.',
                                required=True)
@@ -27,9 +27,9 @@ _DDFA_DIR = flags.DEFINE_string(
 def main(argv):
   del argv
   logs.quiet_libraries()
-  stages.evaluate_paper(_WORKDIR.value, _DATA_DIR.value)
+  paper.evaluate_paper(_WORKDIR.value, _DATA_DIR.value)
   if _AFLW_DIR.value:
-    stages.evaluate_aflw_landmarks(_WORKDIR.value, _AFLW_DIR.value,
+    paper.evaluate_aflw_landmarks(_WORKDIR.value, _AFLW_DIR.value,
                                    _DDFA_DIR.value)
 
 

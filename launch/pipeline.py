@@ -14,7 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from pnccface import logs  # first: quiets TensorFlow's C++ logs
-from pnccface import stages
+from pnccface.evaluation import paper
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/pipeline.py',
@@ -31,7 +31,7 @@ _FORCE = flags.DEFINE_bool(
 def main(argv):
   del argv
   logs.quiet_libraries()
-  stages.run_paper(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value,
+  paper.run_paper(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value,
                    force=_FORCE.value)
 
 

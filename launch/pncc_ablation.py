@@ -12,7 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from pnccface import logs  # first: quiets TensorFlow's C++ logs
-from pnccface import stages
+from pnccface.evaluation import paper
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/pipeline.py',
@@ -29,7 +29,7 @@ _FORCE = flags.DEFINE_bool(
 def main(argv):
   del argv
   logs.quiet_libraries()
-  stages.run_pncc_ablation(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value,
+  paper.run_pncc_ablation(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value,
                            force=_FORCE.value)
 
 

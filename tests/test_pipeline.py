@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pnccface import api
-from pnccface import stages
+from pnccface.evaluation import paper
 from pnccface.evaluation import report
 from configs import pipeline as pipeline_config
 
@@ -111,7 +111,7 @@ def test_figure3_is_a_grid_of_inputs_and_overlays(tiny_run):
   config, workdir, _, _, _ = tiny_run
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   figure = tf.io.decode_png((workdir / 'report' / 'figure3.png').read_bytes())
-  size = max(stages.FIGURE_SIZE, config.mofa.image_size)
+  size = max(paper.FIGURE_SIZE, config.mofa.image_size)
   # 4 rows (images) x 4 columns (input, MoFa, MoFaPNCC_few, _full), 2 px pad.
   assert figure.shape == (4 * (size + 2) + 2, 4 * (size + 2) + 2, 3)
 
@@ -120,7 +120,7 @@ def test_rerun_reuses_finished_stages(tiny_run, capsys):
   config, workdir, data_dir, rows, _ = tiny_run
   stamp = {p: p.stat().st_mtime for p in
            (workdir / 'mofa' / 'checkpoints').iterdir()}
-  again = stages.run_paper(config, workdir, str(data_dir))
+  again = paper.run_paper(config, workdir, str(data_dir))
   assert {p: p.stat().st_mtime for p in
           (workdir / 'mofa' / 'checkpoints').iterdir()} == stamp
   for method in rows:
