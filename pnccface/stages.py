@@ -95,7 +95,7 @@ def _face_arrays(config, split: str, image_size: int, num_samples=None,
                                image_size=image_size)
 
 
-def _eval_batches(config, image_size: int, data_dir=None) -> list:
+def stage_eval_batches(config, image_size: int, data_dir=None) -> list:
   arrays = _face_arrays(config, eval_split(config), image_size,
                         data_dir=data_dir)
   return list(pipeline.eval_batches(arrays, config.batch_size))
@@ -117,7 +117,7 @@ def _run_autoencoder_stage(train_fn, config, workdir, data_dir, force,
                        _samples(config.num_train_samples), data_dir)
   train_fn(config, workdir,
            pipeline.batch_source(train, config.batch_size, seed=config.seed),
-           _eval_batches(config, size, data_dir))
+           stage_eval_batches(config, size, data_dir))
   _finish(config, workdir, pending, name, start)
 
 
@@ -191,7 +191,7 @@ def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
 # Stage 2.
 
 
-def _mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
+def mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
                  data_dir=None):
   source = (os.fspath(annotated_dir) if annotated_dir is not None else
             config.dataset)
@@ -225,10 +225,10 @@ def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
   finished, pending = _finished_or_claim(config, workdir, force, name)
   if finished:  # nothing trained with a forced config: keep the old one
     return
-  train = _mofa_arrays(config, config.train_split,
+  train = mofa_arrays(config, config.train_split,
                        annotated_train if use_annotated else None,
                        _samples(config.num_train_samples), data_dir)
-  evaluation = _mofa_arrays(config, eval_split(config),
+  evaluation = mofa_arrays(config, eval_split(config),
                             annotated_eval if use_annotated else None,
                             data_dir=data_dir)
   mofa_train.train(
@@ -246,3 +246,49 @@ def predict_mofa(config, workdir, arrays: Mapping[str, np.ndarray],
       config, load_face_model(config.face_model),
       common.load_apply_variables(workdir),
       list(pipeline.eval_batches(arrays, batch_size)))
+
+
+# ----------------------------------------------------------------------------
+# Every stage of the paper (`pnccface.evaluation.paper.run_paper` adds the
+# evaluation).
+
+
+def train_paper(config, workdir, data_dir=None, force=False) -> None:
+  """Autoencoder -> PNCC_full, PNCC_few -> annotation -> MoFa, MoFaPNCC_few,
+  MoFaPNCC_full (and the ground-truth PNCC ablation when configured), each
+  in `workdir/<stage>` (layout in `pnccface.evaluation.paper`)."""
+  workdir = pathlib.Path(workdir)
+  run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir, force)
+  predictors = {}
+  for variant in ('full', 'few'):
+    pncc_config = config[f'pncc_{variant}'].copy_and_resolve_references()
+    pncc_config.init_from = os.fspath(workdir / 'autoencoder')
+    predictors[variant] = pncc_config
+    run_pncc(pncc_config, workdir / f'pncc_{variant}', data_dir, force)
+
+  mofa_size = config.mofa.image_size
+  splits = {'train': config.mofa.train_split, 'eval': eval_split(config.mofa)}
+  for variant, pncc_config in predictors.items():
+    for folder, split in splits.items():
+      annotate(pncc_config, workdir / f'pncc_{variant}', config.mofa.dataset,
+               split, mofa_size, workdir / f'annotated_{variant}' / folder,
+               data_dir)
+
+  run_mofa(config.mofa, workdir / 'mofa', data_dir=data_dir, force=force)
+  for variant in predictors:
+    run_mofa(config.mofa_pncc, workdir / f'mofa_pncc_{variant}',
+             annotated_train=workdir / f'annotated_{variant}' / 'train',
+             annotated_eval=workdir / f'annotated_{variant}' / 'eval',
+             data_dir=data_dir, force=force)
+
+  if config.get('ground_truth_pncc_ablation', False):
+    run_mofa(ground_truth_pncc_config(config), workdir / 'mofa_pncc_gt',
+             data_dir=data_dir, force=force)
+
+
+def ground_truth_pncc_config(config):
+  """MoFaPNCC reading the dataset's own PNCC (an ablation of the paper)."""
+  gt_config = config.mofa_pncc.copy_and_resolve_references()
+  gt_config.pncc_source = 'ground_truth'
+  return gt_config
+

@@ -70,6 +70,12 @@ def synthetic_ground_truth(dataset: str, split: str, image_size: int,
 FIGURE_SIZE = 192  # pixels per face in figure3.png
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+  """A markdown table of already formatted cells, ending with a newline."""
+  lines = [header, ['---'] * len(header), *rows]
+  return '\n'.join('| ' + ' | '.join(line) + ' |' for line in lines) + '\n'
+
+
 def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
                     ground_truth: report.FaceGeometry, output_dir,
                     caption: str = '', figure_images: int = 4
@@ -110,59 +116,24 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
 
 def run_paper(config, workdir, data_dir=None, force=False
               ) -> dict[str, dict[str, float]]:
-  """Autoencoder -> PNCC_full, PNCC_few -> annotation -> MoFa, MoFaPNCC_few,
-  MoFaPNCC_full -> Table 1 and Figure 3. See the module docstring.
+  """Every stage (`stages.train_paper`), then Table 1 and Figure 3; prints
+  where the outputs are. See the module docstring for the layout.
 
   `force`: go on in a workdir made with another config (`workdirs.claim`).
   """
   workdir = pathlib.Path(workdir)
   start = time.time()
   pending = workdirs.claim(config, workdir, force)
-
-  stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir, force)
-  predictors = {}
-  for variant in ('full', 'few'):
-    pncc_config = config[f'pncc_{variant}'].copy_and_resolve_references()
-    pncc_config.init_from = os.fspath(workdir / 'autoencoder')
-    predictors[variant] = pncc_config
-    stages.run_pncc(pncc_config, workdir / f'pncc_{variant}', data_dir, force)
-
-  mofa_size = config.mofa.image_size
-  splits = {'train': config.mofa.train_split, 'eval': stages.eval_split(config.mofa)}
-  for variant, pncc_config in predictors.items():
-    for folder, split in splits.items():
-      stages.annotate(pncc_config, workdir / f'pncc_{variant}', config.mofa.dataset,
-               split, mofa_size, workdir / f'annotated_{variant}' / folder,
-               data_dir)
-
-  stages.run_mofa(config.mofa, workdir / 'mofa', data_dir=data_dir, force=force)
-  for variant in predictors:
-    stages.run_mofa(config.mofa_pncc, workdir / f'mofa_pncc_{variant}',
-             annotated_train=workdir / f'annotated_{variant}' / 'train',
-             annotated_eval=workdir / f'annotated_{variant}' / 'eval',
-             data_dir=data_dir, force=force)
-
-  if config.get('ground_truth_pncc_ablation', False):
-    stages.run_mofa(_ground_truth_pncc_config(config), workdir / 'mofa_pncc_gt',
-             data_dir=data_dir, force=force)
-
-  if pending:
+  stages.train_paper(config, workdir, data_dir, force)
+  if pending:  # every stage finished with the forced config
     workdirs.write_config(config, workdir)
   rows = evaluate_paper(workdir, data_dir)
-  report_dir = workdir / 'report'
   print(f'pipeline finished in {time.time() - start:.0f} s. Outputs:\n'
-        f'  {report_dir}/table1.md, table1.json, figure3.png\n'
+        f'  {workdir}/report/table1.md, table1.json, figure3.png\n'
         f'  stage workdirs in {workdir}/ (TensorBoard: <stage>/tensorboard)\n'
         f'  load: pnccface.api.load_reconstructor('
         f"'{workdir}/mofa_pncc_few', '{workdir}/pncc_few')")
   return rows
-
-
-def _ground_truth_pncc_config(config):
-  """MoFaPNCC reading the dataset's own PNCC (the ablation of `run_paper`)."""
-  gt_config = config.mofa_pncc.copy_and_resolve_references()
-  gt_config.pncc_source = 'ground_truth'
-  return gt_config
 
 
 def evaluate_paper(workdir, data_dir=None) -> dict[str, dict[str, float]]:
@@ -179,8 +150,9 @@ def evaluate_paper(workdir, data_dir=None) -> dict[str, dict[str, float]]:
   ground_truth = synthetic_ground_truth(
       config.mofa.dataset, split, mofa_size,
       stages.load_face_model(config.mofa.face_model), data_dir)
-  methods = {'MoFa': (workdirs.load_config(workdir / 'mofa'), workdir / 'mofa',
-                      stages._mofa_arrays(config.mofa, split, data_dir=data_dir))}
+  methods = {'MoFa': (
+      workdirs.load_config(workdir / 'mofa'), workdir / 'mofa',
+      stages.mofa_arrays(config.mofa, split, data_dir=data_dir))}
   for variant in ('few', 'full'):
     folder = workdir / f'mofa_pncc_{variant}'
     methods[f'MoFaPNCC_{variant}'] = (
@@ -192,7 +164,7 @@ def evaluate_paper(workdir, data_dir=None) -> dict[str, dict[str, float]]:
     gt_config = workdirs.load_config(workdir / 'mofa_pncc_gt')
     methods['MoFaPNCC_gt (ablation)'] = (
         gt_config, workdir / 'mofa_pncc_gt',
-        stages._mofa_arrays(gt_config, split, data_dir=data_dir))
+        stages.mofa_arrays(gt_config, split, data_dir=data_dir))
   caption = (f'Measured rows: {len(ground_truth.yaw_degrees)} faces of '
              f'{config.mofa.dataset} ({split}) at {mofa_size} px; '
              '"(paper)" rows: the paper\'s Table 1 on AFLW2000-3D.')
@@ -217,9 +189,9 @@ def pncc_heldout_l1(pncc_config, workdir, data_dir=None) -> float:
   # The eval function reads only the state's params and batch_stats.
   state = types.SimpleNamespace(params=variables['params'],
                                 batch_stats=variables['batch_stats'])
-  eval_fn = pncc_train.make_eval_fn(
-      pncc_config, stages._eval_batches(pncc_config, pncc_config.model.resolution,
-                                 data_dir), num_images=0)
+  batches = stages.stage_eval_batches(pncc_config,
+                                      pncc_config.model.resolution, data_dir)
+  eval_fn = pncc_train.make_eval_fn(pncc_config, batches, num_images=0)
   return float(eval_fn(state)['eval/face_l1'])
 
 
@@ -232,8 +204,8 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
   'PNCC_full': l1}} and writes workdir/ablation/pncc_ablation.md.
   """
   workdir = pathlib.Path(workdir)
-  stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir,
-                  force)
+  stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder',
+                         data_dir, force)
   table = {}
   for k, (name, (skips, decoder)) in enumerate(ABLATION_VARIANTS.items()):
     table[name] = {}
@@ -249,10 +221,10 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
       table[name][label] = pncc_heldout_l1(variant, out, data_dir)
       logging.info('ablation | %s | %s | %.4f', name, label,
                    table[name][label])
-  lines = ['| stage-1 variant | PNCC_few (50) | PNCC_full |', '|---|---|---|']
-  lines += [f'| {name} | {row["PNCC_few"]:.4f} | {row["PNCC_full"]:.4f} |'
-            for name, row in table.items()]
-  text = '\n'.join(lines) + '\n'
+  text = markdown_table(
+      ['stage-1 variant', 'PNCC_few (50)', 'PNCC_full'],
+      [[name, f'{row["PNCC_few"]:.4f}', f'{row["PNCC_full"]:.4f}']
+       for name, row in table.items()])
   (workdir / 'ablation').mkdir(parents=True, exist_ok=True)
   (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
   print(text)
@@ -289,14 +261,11 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None
         aflw_dir, params,
         lambda images: reconstructor.reconstruct(images).landmarks_2d,
         crop_size=reconstructor.input_size), params)
-  lines = ['| method | [0,30] | (30,60] | (60,90] | balanced | overall |',
-           '|---|---|---|---|---|---|']
-  for name, r in rows.items():
-    lines.append(f'| {name} | ' + ' | '.join(
-        f'{100 * r[k]:.2f}' for k in ('[0,30]', '(30,60]', '(60,90]',
-                                       'balanced', 'overall')) + ' |')
-  text = ('68-landmark 2D NME (%) on AFLW2000-3D, ' +
-          f'{len(params)} images\n\n' + '\n'.join(lines) + '\n')
+  bins = ('[0,30]', '(30,60]', '(60,90]', 'balanced', 'overall')
+  text = (f'68-landmark 2D NME (%) on AFLW2000-3D, {len(params)} images\n\n'
+          + markdown_table(['method', *bins],
+                           [[name] + [f'{100 * r[k]:.2f}' for k in bins]
+                            for name, r in rows.items()]))
   (workdir / 'report').mkdir(parents=True, exist_ok=True)
   (workdir / 'report' / 'aflw2000_3d_landmarks.md').write_text(text)
   print(text)
