@@ -170,3 +170,23 @@ def test_converter_reproduces_the_shipped_arrays(shared_data, tmp_path):
     # float16 rounding of offsets computed in float32 vs float64: one ulp.
     np.testing.assert_allclose(got.astype(np.float32),
                                want.astype(np.float32), rtol=1e-3, atol=1e-6)
+
+
+def test_convert_writes_a_loadable_file(shared_data, tmp_path, monkeypatch):
+  # The sample holds one identity and one expression: convert with those.
+  sample = shared_data / 'ict_facekit' / 'original_sample'
+  real_read = ict.read_release
+  monkeypatch.setattr(ict, 'read_release', lambda folder: real_read(
+      folder, identity_indices=[0], expression_names_to_read=['jawOpen']))
+  out = ict.convert(sample, tmp_path / 'model.npz')
+  arrays = ict.load_shipped(out)
+  assert arrays['identity_modes'].shape == (1, 17202, 3)
+  assert list(arrays['expression_names']) == ['jawOpen']
+  model = facemodel.ict_facekit_model(out)
+  assert model.num_shape == 1 and model.num_expression == 1
+
+
+def test_convert_names_a_missing_mesh(shared_data, tmp_path):
+  with pytest.raises(FileNotFoundError, match='identity001.obj'):
+    ict.read_release(shared_data / 'ict_facekit' / 'original_sample',
+                     identity_indices=[0, 1])
