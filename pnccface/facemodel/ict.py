@@ -410,10 +410,13 @@ def _albedo_regions(neutral, vertex_ids, landmarks):
     cheeks = np.maximum(cheeks, np.exp(-0.5 * np.sum(
         (xy - centre)**2, -1) / 1.3**2))
   cheeks *= front
-  # Chin, jaw and upper lip: where a beard grows.
-  below_nose = _smoothstep(lm[33, 1], lm[33, 1] - 1.0, neutral[:, 1])
-  beard = below_nose * (face | regions['head_and_neck']) * (
-      neutral[:, 1] > lm[8, 1] - 3.0) * (1.0 - lips)
+  # Chin, jaw and upper lip: where a beard grows; smooth edges, fading
+  # under the chin and towards the ears.
+  beard = (_smoothstep(lm[33, 1] - 0.3, lm[33, 1] - 1.8, neutral[:, 1]) *
+           _smoothstep(lm[8, 1] - 3.0, lm[8, 1] - 0.5, neutral[:, 1]) *
+           _smoothstep(np.abs(lm[0, 0]) + 0.5, np.abs(lm[2, 0]) - 1.0,
+                       np.abs(neutral[:, 0])) * (1.0 - lips))
+  neck = _smoothstep(lm[8, 1] - 0.5, lm[8, 1] - 3.0, neutral[:, 1])
   # Scalp: above the brows and behind the forehead.
   top = lm[19, 1] + 4.5
   scalp = _smoothstep(top, top + 1.5, neutral[:, 1]) * (
@@ -440,7 +443,7 @@ def _albedo_regions(neutral, vertex_ids, landmarks):
               mouth_socket=regions['mouth_socket'].astype(float),
               eye_sockets=regions['eye_sockets'].astype(float),
               eyeballs=eyeballs.astype(float), lips=lips, brows=brows,
-              cheeks=cheeks, beard=beard, scalp=scalp, iris=iris, pupil=pupil)
+              cheeks=cheeks, beard=beard, neck=neck, scalp=scalp, iris=iris, pupil=pupil)
 
 
 def _blend(base, colour, weight):
@@ -494,12 +497,12 @@ def albedo_model(neutral, vertex_ids, landmarks
       tint([0.035, -0.008, -0.01], bare_skin),                   # redness
       tint([0.02, 0.015, -0.02], bare_skin),                     # yellowness
       tint([0.06, -0.03, -0.02], reg['lips']),                   # lip colour
-      tint([0.06, -0.01, -0.01], reg['cheeks']),                 # blush
+      tint([0.04, -0.005, -0.005], reg['cheeks']),               # blush
       (_BROWS - mean) * (0.4 * reg['brows'])[:, None],           # brows
       (_SKIN - _HAIR) * (0.5 * reg['scalp'])[:, None],           # hair
       tint([0.04, 0.07, 0.1], reg['iris'] - reg['pupil']),       # iris
       tint([-0.06, -0.05, -0.035], reg['beard'] * bare_skin),    # beard
-      tint([0.03, 0.02, 0.015], reg['head_and_neck'] * bare_skin),
+      tint([0.03, 0.02, 0.015], reg['neck'] * bare_skin),          # neck
   ]
   lo, hi = neutral.min(axis=0), neutral.max(axis=0)
   u = (neutral - lo) / (hi - lo)  # NCC-like coordinates in [0, 1]
