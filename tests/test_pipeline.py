@@ -70,7 +70,8 @@ def test_quick_start_prints_under_40_lines_per_stage(tiny_run):
   output = tiny_run[4]
   lines = output.splitlines()
   starts = [i for i, line in enumerate(lines) if STAGE_START.search(line)]
-  assert len(starts) == 10, lines  # 3 + 4 annotations + 3 MoFa stages
+  # 3 training stages, 4 annotations, 3 MoFa stages and the report.
+  assert len(starts) == 11, lines
   sizes = np.diff(starts + [len(lines)])
   assert sizes.max() < 40, (sizes, output)
   assert 'orbax' not in output and 'Reusing dataset' not in output
