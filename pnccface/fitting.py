@@ -184,8 +184,9 @@ def _fit(model, landmarks_2d, weights, landmark_sigma, height, fit_shape,
   rotation, scale, translation, shape, expression = jax.vmap(fit_one)(
       landmarks_2d, weights)
   pitch, yaw, roll = geometry.rotation_to_euler(rotation)
-  vertices = model.landmarks(model.vertices(
-      shape if fit_shape else None, expression if fit_expression else None))
+  vertices = jnp.broadcast_to(model.landmarks(model.vertices(
+      shape if fit_shape else None, expression if fit_expression else None)),
+                              landmarks_2d.shape[:1] + (68, 3))
   # tz: the landmarks' centroid at depth 0, as the synthetic sampler does.
   tz = -scale * jnp.einsum('bj,bj->b', rotation[:, 2],
                            vertices.mean(axis=1))

@@ -111,6 +111,17 @@ def test_zero_weights_ignore_corrupted_points(model, synthetic):
   assert (np.asarray(unweighted.residual) > 5 * np.asarray(fit.residual)).all()
 
 
+def test_pose_only_fit_of_the_mean_face(model, synthetic):
+  pose, _, _ = synthetic
+  screen = synthesis.face_vertices_screen(model, None, None, pose, IMAGE_SIZE)
+  landmarks = np.asarray(model.landmarks(screen))[..., :2]
+  fit = fitting.fit_landmarks(model, landmarks, IMAGE_SIZE, fit_shape=False,
+                              fit_expression=False)
+  assert rotation_error_degrees(np.asarray(fit.pose_para), pose).max() < 0.05
+  assert np.asarray(fit.residual).max() < 1e-4
+  np.testing.assert_array_equal(fit.shape, 0)
+
+
 def test_bad_input_is_a_clear_error(model):
   with pytest.raises(ValueError, match=r'\[B, 68, 2\]'):
     fitting.fit_landmarks(model, np.zeros((2, 21, 2)), IMAGE_SIZE)
