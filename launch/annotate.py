@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from pnccface import distributed
 from pnccface import stages
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -24,9 +25,12 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 240,
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
 
+distributed.define_flags()
+
 
 def main(argv):
   del argv
+  distributed.initialize()
   count = stages.annotate(_CONFIG.value, _PNCC_WORKDIR.value, _DATASET.value,
                           _SPLIT.value, _IMAGE_SIZE.value, _OUTPUT.value,
                           _DATA_DIR.value)

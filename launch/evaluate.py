@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from pnccface import distributed
 from pnccface import stages
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/pipeline.py')
@@ -24,9 +25,12 @@ _AFLW_DIR = flags.DEFINE_string(
 _DDFA_DIR = flags.DEFINE_string(
     'ddfa_dir', None, "3DDFA's sparse basis files, for the reference rows.")
 
+distributed.define_flags()
+
 
 def main(argv):
   del argv
+  distributed.initialize()
   stages.evaluate_paper(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value)
   if _AFLW_DIR.value:
     stages.evaluate_aflw_landmarks(_CONFIG.value, _WORKDIR.value,

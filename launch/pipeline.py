@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from pnccface import distributed
 from pnccface import stages
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/pipeline.py')
@@ -20,9 +21,12 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.',
                                required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
 
+distributed.define_flags()
+
 
 def main(argv):
   del argv
+  distributed.initialize()
   stages.run_paper(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value)
 
 

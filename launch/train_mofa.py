@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from pnccface import distributed
 from pnccface import stages
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/mofa.py')
@@ -23,9 +24,12 @@ _ANNOTATED_EVAL = flags.DEFINE_string(
     'annotated_eval', None, 'Annotated evaluation set.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
 
+distributed.define_flags()
+
 
 def main(argv):
   del argv
+  distributed.initialize()
   stages.run_mofa(_CONFIG.value, _WORKDIR.value,
                   annotated_train=_ANNOTATED_TRAIN.value,
                   annotated_eval=_ANNOTATED_EVAL.value,
