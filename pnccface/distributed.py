@@ -16,8 +16,9 @@ Explicit set-up (e.g. two processes on one machine):
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I
 On CPU, several processes need CPU collectives (gloo), enabled here.
 
-Outputs that must be written once (logs, summaries, reports, figures) are
-guarded by `is_main_process()`.
+Info logs of the other processes are silenced here; outputs that must be
+written once (summaries, reports, figures) are guarded by
+`is_main_process()` (`train.common.SummaryWriter` already is).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def initialize(mode: str | None = None, coordinator_address: str | None = None,
     # CPU processes reduce through gloo; harmless on GPU/TPU.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)  # progress logs: process 0 only
   logging.info('process %d of %d; %d local of %d devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
