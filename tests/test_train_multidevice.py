@@ -20,8 +20,10 @@ _SCRIPT = textwrap.dedent('''
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
     sys.path.insert(0, %(root)r)
     import jax, numpy as np
-    from pnccface.train import common, pncc, autoencoder as stage0
-    from tests.test_train_common import ellipse_faces, load_config
+    from pnccface.train import common, pncc, autoencoder as autoencoder_train
+    from tests.conftest import ellipse_faces
+    from configs import autoencoder as autoencoder_config
+    from configs import pncc_few as pncc_few_config
     assert jax.local_device_count() == 4, jax.devices()
 
     def run(module, config, data, num_devices, steps=2):
@@ -48,19 +50,19 @@ _SCRIPT = textwrap.dedent('''
     which = sys.argv[1]
     data = ellipse_faces(0, 16)
     if which == 'pncc':
-      config = load_config('pncc_few', 'tiny')
+      config = pncc_few_config.get_config('tiny')
       # Train the decoder too, so cross-device batch norm is exercised.
       config.model.freeze_decoder = False
       config.optimizer.name = 'sgd'
       config.optimizer.lr = 0.05
       module = pncc
     else:
-      config = load_config('autoencoder', 'tiny')
+      config = autoencoder_config.get_config('tiny')
       config.loss.with_gan = False
       config.loss.with_zgan = False  # prior samples are per-device random
       config.optimizer.name = 'sgd'
       config.optimizer.lr = 1e-6  # the loss is in 0..255 units
-      module = stage0
+      module = autoencoder_train
       data = {'image': data['image']}
     one = run(module, config, data, 1)
     four = run(module, config, data, 4)
