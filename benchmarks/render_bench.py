@@ -1,7 +1,8 @@
 """Speed and memory of the JAX rasterizer (prints a table).
 
     python benchmarks/render_bench.py [--sizes 128,224] [--batches 1,16]
-        [--repeats 10] [--method scatter|sort]
+        [--repeats 10] [--method scatter|sort] [--single_thread_only]
+        [--profile]
 
 Rows: the embedded face model (skipped while it raises NotImplementedError),
 the 3DDFA neck-free topology (76,073 triangles on 38,365 of the 53,215
@@ -11,15 +12,28 @@ size. Per row: forward PNCC render and forward+backward of a photometric loss
 (ms per image, best of `repeats` after warm-up; wall clock and process CPU
 time), compile time of the forward+backward, and XLA's temp-buffer size of
 the compiled forward+backward (`memory_analysis`). Last, a brute-force NumPy
-rasterizer on a small case, for the ratio.
+rasterizer on a small case, for the ratio. Then the single-thread row: the
+3DDFA mesh at 224x224, batch 16, in a child process pinned to one core with
+XLA's multi-threaded Eigen off (the setting of 3DDFA_V2's single-thread C++
+Sim3DR renderer, 3.35 ms/image there). `--profile` prints where the forward
+PNCC render spends its time, per XLA op (from a `jax.profiler` trace).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import json
+import os
 import pathlib
 import pickle
+import re
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -140,24 +154,96 @@ def brute_force_ratio(method):
   return len(triangles), size, brute_s, jax_s, agree
 
 
+def profile_forward(vertices, triangles, size, batch, method, top=25):
+  """Prints the forward PNCC render's time per XLA op (ms/image, wall)."""
+  screen = to_screen(vertices, size, batch)
+  ncc = jnp.asarray(render.vertex_normals(vertices, triangles) * 0.5 + 0.5)
+  forward = jax.jit(lambda v: render.render_pncc(
+      v, triangles, ncc, size, size, method=method)[0])
+  jax.block_until_ready(forward(screen))
+  repeats = 3
+  with tempfile.TemporaryDirectory() as folder:
+    jax.profiler.start_trace(folder)
+    for _ in range(repeats):
+      jax.block_until_ready(forward(screen))
+    jax.profiler.stop_trace()
+    trace, = glob.glob(f'{folder}/plugins/profile/*/*.trace.json.gz')
+    with gzip.open(trace) as f:
+      events = json.load(f)['traceEvents']
+  # HLO instruction name -> (shape, the JAX op it came from).
+  ops = {}
+  for line in forward.lower(screen).compile().as_text().splitlines():
+    match = re.match(r'\s*(?:ROOT )?%(\S+) = (\S+) ', line)
+    if match:
+      origin = re.search(r'op_name="([^"]*)"', line)
+      ops[match.group(1)] = (match.group(2).split('{')[0],
+                             origin.group(1) if origin else '')
+  total = collections.Counter()
+  for event in events:
+    # A while loop's time includes its body's ops, which are counted.
+    if (event.get('ph') == 'X' and event['name'] in ops and
+        not event['name'].startswith('while')):
+      total[event['name']] += event['dur'] * 1e-3 / repeats / batch
+  print(f'\nforward PNCC render, {size}x{size}, batch {batch}: '
+        f'{sum(total.values()):.2f} ms/image (wall) in XLA ops; the top {top} '
+        '(ms/image, HLO op, shape, JAX op):')
+  for name, ms in total.most_common(top):
+    shape, origin = ops[name]
+    print(f'{ms:7.3f}  {name:<28} {shape:<26} {origin[-50:]}')
+
+
+def single_thread_row(repeats, method):
+  """The 3DDFA row in a child process on one core, Eigen single-threaded."""
+  env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
+                                    ' --xla_cpu_multi_thread_eigen=false'))
+  command = [sys.executable, __file__, '--single_thread_only',
+             f'--repeats={repeats}'] + ([f'--method={method}'] if method else [])
+  result = subprocess.run(command, env=env, capture_output=True, text=True,
+                          check=True)
+  return result.stdout.strip()
+
+
+def print_row(name, triangles, size, batch, r):
+  print(f'{name:<18} {len(triangles):>7} {size:>3}x{size:<3} '
+        f'{batch:>3} {r["fwd"]:>11.2f} {r["fwd_cpu"]:>7.2f} '
+        f'{r["fb"]:>15.2f} {r["fb_cpu"]:>7.2f} {r["compile"]:>9.2f} '
+        f'{r["temp_mb"]:>9.1f}', flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--sizes', default='128,224')
   parser.add_argument('--batches', default='1,16')
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--method', default=None, choices=('scatter', 'sort'))
+  parser.add_argument('--single_thread_only', action='store_true',
+                      help='only the 3DDFA (or sphere) 224x224 batch-16 row, '
+                      'in this process (the parent pins it to one core)')
+  parser.add_argument('--profile', action='store_true',
+                      help='also print the forward render time per XLA op')
   args = parser.parse_args()
+  if args.single_thread_only:
+    # Before JAX starts its thread pool: its threads inherit the affinity.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   method = args.method or render.default_method()
   sizes = [int(s) for s in args.sizes.split(',')]
   batches = [int(b) for b in args.batches.split(',')]
+  meshes_by_name = load_meshes()
+  big_name = list(meshes_by_name)[-1]  # 3DDFA no-neck, else the sphere
+  if args.single_thread_only:
+    vertices, triangles = meshes_by_name[big_name]
+    r = bench_row(vertices, triangles, 224, 16, args.repeats, method)
+    print_row(big_name + ' 1 core', triangles, 224, 16, r)
+    return
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} '
-        f'({jax.local_device_count()} devices), method={method}')
+        f'({jax.local_device_count()} devices, {os.cpu_count()} cores), '
+        f'method={method}')
   header = (f'{"mesh":<18} {"tris":>7} {"HxW":>7} {"B":>3} '
             f'{"fwd ms/img":>11} {"(cpu)":>7} {"fwd+bwd ms/img":>15} '
             f'{"(cpu)":>7} {"compile s":>9} {"temp MiB":>9}')
   print(header)
   print('-' * len(header))
-  for name, mesh in load_meshes().items():
+  for name, mesh in meshes_by_name.items():
     if isinstance(mesh, Exception):
       print(f'{name:<18} skipped: {mesh}')
       continue
@@ -165,10 +251,11 @@ def main():
     for size in sizes:
       for batch in batches:
         r = bench_row(vertices, triangles, size, batch, args.repeats, method)
-        print(f'{name:<18} {len(triangles):>7} {size:>3}x{size:<3} '
-              f'{batch:>3} {r["fwd"]:>11.2f} {r["fwd_cpu"]:>7.2f} '
-              f'{r["fb"]:>15.2f} {r["fb_cpu"]:>7.2f} {r["compile"]:>9.2f} '
-              f'{r["temp_mb"]:>9.1f}', flush=True)
+        print_row(name, triangles, size, batch, r)
+  if jax.default_backend() == 'cpu':
+    print(single_thread_row(args.repeats, args.method), flush=True)
+  if args.profile:
+    profile_forward(*meshes_by_name[big_name], 224, 16, method)
   tris, size, brute_s, jax_s, agree = brute_force_ratio(method)
   print(f'\nbrute-force NumPy (all pixels x all triangles), {tris} triangles, '
         f'{size}x{size}: {1e3 * brute_s:.1f} ms; JAX rasterize: '

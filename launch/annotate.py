@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 
 from pnccface import logs  # first: quiets TensorFlow's C++ logs
+from pnccface import distributed
 from pnccface import stages
 from pnccface import workdirs
 
@@ -24,9 +25,12 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 240,
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
 
+distributed.define_flags()
+
 
 def main(argv):
   del argv
+  distributed.initialize()
   logs.quiet_libraries()
   count = stages.annotate(workdirs.load_config(_PNCC_WORKDIR.value),
                           _PNCC_WORKDIR.value, _DATASET.value, _SPLIT.value,

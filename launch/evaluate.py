@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 
 from pnccface import logs  # first: quiets TensorFlow's C++ logs
+from pnccface import distributed
 from pnccface.evaluation import paper
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A launch/pipeline.py workdir.',
@@ -23,9 +24,12 @@ _AFLW_DIR = flags.DEFINE_string(
 _DDFA_DIR = flags.DEFINE_string(
     'ddfa_dir', None, "3DDFA's sparse basis files, for the reference rows.")
 
+distributed.define_flags()
+
 
 def main(argv):
   del argv
+  distributed.initialize()
   logs.quiet_libraries()
   paper.evaluate_paper(_WORKDIR.value, _DATA_DIR.value)
   if _AFLW_DIR.value:

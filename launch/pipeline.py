@@ -14,6 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from pnccface import logs  # first: quiets TensorFlow's C++ logs
+from pnccface import distributed
 from pnccface.evaluation import paper
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,9 +28,12 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
 _FORCE = flags.DEFINE_bool(
     'force', False, 'Go on in a workdir made with another config.')
 
+distributed.define_flags()
+
 
 def main(argv):
   del argv
+  distributed.initialize()
   logs.quiet_libraries()
   paper.run_paper(_CONFIG.value, _WORKDIR.value, _DATA_DIR.value,
                    force=_FORCE.value)

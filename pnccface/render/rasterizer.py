@@ -15,9 +15,11 @@ flattened: its B * T triangles write into one B * H * W z-buffer.
   1. Per triangle, the range of pixel centres inside its screen bounding box,
      clipped to the image; its span = max(rows, cols) of that range.
   2. Tiers, `tiers=((w0, None), (w1, c1), ..., (None, cL))`, default
-     `DEFAULT_TIERS` = 2x2, 4x4, 16x16, whole image. First tier: every
+     `DEFAULT_TIERS` = 1x1, 2x2, 4x4, 16x16, whole image. First tier: every
      triangle tests the w0 x w0 centres at the top-left of its box (face-mesh
-     triangles are about a pixel wide, so this settles almost all of them).
+     triangles are about a pixel wide: at 224x224 the 76k-triangle 3DDFA
+     face has 80% of its triangles covering at most one centre, so a single
+     test settles them; a 2x2 first window would quadruple the work).
      Tier k >= 1 holds the triangles with w(k-1) < span <= wk; they are
      grouped by tier once (a prefix count and one scatter, or one `lax.sort`
      for method='sort'), then a `lax.while_loop` takes them ck at a time, each
@@ -86,7 +88,7 @@ def default_method() -> str:
 # (window side in pixels or None for the whole image, triangles per
 # while-loop iteration or None for all triangles at once); see the module
 # docstring. Chunks hold ~32k-64k candidate pixels.
-DEFAULT_TIERS = ((2, None), (4, 4096), (16, 256), (None, 4))
+DEFAULT_TIERS = ((1, None), (2, 16384), (4, 4096), (16, 256), (None, 4))
 
 
 def rasterize(vertices_screen, triangles, height: int, width: int, *,
@@ -240,20 +242,28 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
   if id_bits > 24:
     raise ValueError(f'too many triangles for the int32 key: {num_triangles}')
   depth_bits = 31 - id_bits
-  # Structure of arrays, one flat [T * B] array (triangle-major) per
-  # coordinate: contiguous gathers and elementwise work XLA can vectorise.
-  by_vertex = jnp.transpose(vertices, (2, 1, 0))  # [3, V, B]
-  corners = tuple(by_vertex[axis][triangles[:, k]].reshape(-1)
-                  for k in range(3) for axis in range(3))
+  # Depth in quantisation steps, per vertex: 0 .. 2^depth_bits - 1 over the
+  # image's vertex-depth range. Interpolating it is interpolating the depth
+  # (an affine map), and it leaves no per-image constant to gather per
+  # candidate.
   depth = vertices[..., 2]
-  depth_lo = jnp.min(depth, axis=1)
+  depth_lo = jnp.min(depth, axis=1, keepdims=True)
   depth_scale = (2.0**depth_bits - 1) / jnp.maximum(
-      jnp.max(depth, axis=1) - depth_lo, 1e-12)
-  image_index = jnp.tile(jnp.arange(batch, dtype=jnp.int32), num_triangles)
+      jnp.max(depth, axis=1, keepdims=True) - depth_lo, 1e-12)
+  vertices = jnp.concatenate(
+      [vertices[..., :2], ((depth - depth_lo) * depth_scale)[..., None]], -1)
+  # Structure of arrays: one [T, B] array per corner coordinate, taken as
+  # slices of one gather of whole [3, B] rows per corner. Flattening or
+  # transposing them costs more than the gathers; and XLA:CPU fuses a gather
+  # with a single consumer into it, which turns the per-candidate loop below
+  # into scalar code (each measured several times slower on one core).
+  # Flat triangle index: t * B + b.
+  by_vertex = jnp.transpose(vertices, (1, 2, 0))  # [V, 3, B]
+  rows = [by_vertex[triangles[:, k]] for k in range(3)]  # 3 x [T, 3, B]
+  corners = tuple(row[:, axis] for row in rows for axis in range(3))
   meta = _TriangleMeta(
-      tri_id=jnp.repeat(jnp.arange(num_triangles, dtype=jnp.int32), batch),
-      pixel_offset=image_index * num_pixels,
-      depth_lo=depth_lo[image_index], depth_scale=depth_scale[image_index])
+      tri_id=jnp.arange(num_triangles, dtype=jnp.int32)[:, None],
+      pixel_offset=jnp.arange(batch, dtype=jnp.int32)[None, :] * num_pixels)
   boxes = _pixel_boxes(corners, height, width)
   flat_vertices = vertices.reshape(-1, 3)
 
@@ -266,8 +276,7 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
     corner_xyz = flat_vertices[vertex_rows]  # [K, 3, 3]
     chunk_corners = tuple(corner_xyz[:, k, axis] for k in range(3)
                           for axis in range(3))
-    chunk_meta = _TriangleMeta(tri_id, image * num_pixels, depth_lo[image],
-                               depth_scale[image])
+    chunk_meta = _TriangleMeta(tri_id, image * num_pixels)
     return (chunk_corners, chunk_meta,
             _pixel_boxes(chunk_corners, height, width))
 
@@ -288,7 +297,7 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
       break
     chunked.append((window, min(window, height), min(window, width), chunk))
   if chunked:
-    row0, row1, col0, col1 = boxes
+    row0, row1, col0, col1 = (box.reshape(-1) for box in boxes)
     span = jnp.maximum(row1 - row0, col1 - col0) + 1
     # tier[i] = k >= 1 when triangle i belongs to chunked tier k, else 0.
     tier = jnp.zeros_like(span)
@@ -310,11 +319,10 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
 
 
 class _TriangleMeta(NamedTuple):
-  """Per-triangle data of the flattened batch, each [K]."""
+  """Per-triangle data of the flattened batch, each [K] or broadcasting to
+  the triangles' [T, B]."""
   tri_id: Array  # id within its mesh
   pixel_offset: Array  # b * H * W
-  depth_lo: Array  # its image's depth range, for quantisation
-  depth_scale: Array
 
 
 def _pixel_boxes(corners, height, width):
@@ -350,13 +358,15 @@ def _candidate_keys(corners, meta, boxes, window_h, window_w, *,
   """Covering (pixel, key) pairs of triangles over windows at their box origin.
 
   Args:
-    corners: 9 x [K] vertex coordinates (see `_pixel_boxes`).
-    meta: `_TriangleMeta` of [K]; boxes: 4 x [K] int32.
+    corners: 9 x [K] (or [T, B]) vertex coordinates (see `_pixel_boxes`),
+      depth in quantisation steps.
+    meta: `_TriangleMeta`; boxes: 4 x [K] (or [T, B]) int32.
     window_h, window_w: static window size in pixels.
     valid: optional [K] bool; invalid triangles produce no candidate.
 
   Returns:
-    pixels [window_h * window_w * K] int32 flat pixel index into the
+    pixels [window_h * window_w * K] int32 (K = T * B for [T, B] inputs),
+    flat pixel index into the
     batch's z-buffer and keys (the packed depth|id, `_NO_HIT` where not covered).
   """
   ax, ay, az, bx, by, bz, cx, cy, cz = corners
@@ -375,8 +385,9 @@ def _candidate_keys(corners, meta, boxes, window_h, window_w, *,
     # w(p) = (q - p) x (pixel - p) = ex * (y0 + di - py) - ey * (x0 + dj - px)
     ex, ey = sign * (qx - px), sign * (qy - py)
     edges.append((ex, ey, ex * (y0 - py) - ey * (x0 - px)))
-  di = jnp.arange(window_h, dtype=jnp.int32)[:, None, None]
-  dj = jnp.arange(window_w, dtype=jnp.int32)[None, :, None]
+  rank = (1,) * row0.ndim  # candidates are [window_h, window_w, *triangles]
+  di = jnp.arange(window_h, dtype=jnp.int32).reshape((window_h, 1) + rank)
+  dj = jnp.arange(window_w, dtype=jnp.int32).reshape((1, window_w) + rank)
   fdi, fdj = di.astype(jnp.float32), dj.astype(jnp.float32)
   w = [base + ex * fdi - ey * fdj for ex, ey, base in edges]
   covered = ((area != 0) & (w[0] >= 0) & (w[1] >= 0) & (w[2] >= 0) &
@@ -384,10 +395,9 @@ def _candidate_keys(corners, meta, boxes, window_h, window_w, *,
   if valid is not None:
     covered &= valid
   # w were scaled by sign, so sign * inv_area = 1 / |area| normalises them.
+  # Depth is already in quantisation steps (see `_visible_triangles`).
   depth = (w[0] * az + w[1] * bz + w[2] * cz) * (sign * inv_area)
-  quantised = jnp.clip(
-      jnp.floor((depth - meta.depth_lo) * meta.depth_scale), 0,
-      2.0**depth_bits - 1)
+  quantised = jnp.clip(jnp.floor(depth), 0, 2.0**depth_bits - 1)
   keys = (quantised.astype(jnp.int32) << id_bits) | meta.tri_id
   keys = jnp.where(covered, keys, _NO_HIT)
   # Uncovered candidates keep an in-range pixel: their `_NO_HIT` key leaves
@@ -412,6 +422,11 @@ def _zbuffer_min(zbuffer, pixels, keys, method):
   return jnp.minimum(zbuffer, jnp.where(hit, sorted_keys[first], _NO_HIT))
 
 
+# Rows of `_group_by_tier`'s blocked prefix count: a column counts at most
+# this many members per tier, which fits the byte it is packed into.
+_GROUP_ROWS = 64
+
+
 def _group_by_tier(tier, num_tiers, method):
   """Triangle indices grouped by chunked tier, without sorting on CPU.
 
@@ -420,7 +435,8 @@ def _group_by_tier(tier, num_tiers, method):
 
   Returns:
     order: [N] int32; order[starts[k - 1]:starts[k]] are the triangles of
-      tier k (k = 1..num_tiers) in increasing index; the rest is padding.
+      tier k (k = 1..num_tiers), each once (the order within a tier is
+      irrelevant to the z-buffer minimum); the rest is padding.
     starts: [num_tiers + 1] int32, starts[0] = 0.
   """
   num = tier.shape[0]
@@ -432,11 +448,26 @@ def _group_by_tier(tier, num_tiers, method):
     key = jnp.where(tier == 0, num_tiers + 1, tier)
     _, order = lax.sort((key, indices), num_keys=1, is_stable=True)
     return order, starts
-  # Rank within the tier by an inclusive prefix count (associative_scan:
-  # XLA:CPU lowers jnp.cumsum to a much slower loop), then one scatter.
-  one_hot = (tier[:, None] == jnp.arange(1, num_tiers + 1)).astype(jnp.int32)
-  rank = jnp.sum(lax.associative_scan(jnp.add, one_hot, axis=0) * one_hot,
-                 axis=1)
+  # Rank within the tier by a blocked prefix count, then one scatter. The
+  # flags are laid out [_GROUP_ROWS, columns] and counted down the rows
+  # (associative_scan over whole rows: log2(64) vectorised passes instead of
+  # log2(N) strided ones), four tiers packed a byte each into one int32; the
+  # per-column totals are then prefix-counted (N / 64 entries). Members are
+  # ranked column by column.
+  columns = -(-num // _GROUP_ROWS)
+  blocked = jnp.pad(tier, (0, _GROUP_ROWS * columns - num)).reshape(
+      _GROUP_ROWS, columns)
+  rank = jnp.zeros_like(blocked)
+  for first in range(1, num_tiers + 1, 4):
+    word = range(first, min(first + 4, num_tiers + 1))
+    packed = sum(jnp.where(blocked == k, 1 << 8 * (k - first), 0)
+                 for k in word)
+    in_column = lax.associative_scan(jnp.add, packed, axis=0)
+    for k in word:
+      count = (in_column >> 8 * (k - first)) & 0xFF  # inclusive, per column
+      before = lax.associative_scan(jnp.add, count[-1]) - count[-1]
+      rank = jnp.where(blocked == k, before + count, rank)
+  rank = rank.reshape(-1)[:num]
   position = jnp.where(tier == 0, num, starts[jnp.maximum(tier - 1, 0)] +
                        rank - 1)
   order = jnp.zeros((num,), jnp.int32).at[position].set(

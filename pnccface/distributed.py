@@ -1,0 +1,103 @@
+"""Multi-host setup: every launch script calls `initialize()` once, first.
+
+On a multi-host TPU slice or GPU cluster each host runs the same launch
+script; `jax.distributed.initialize` connects them so that pmapped steps
+reduce over the devices of all hosts (`jax.device_count()`), while each host
+feeds its own `jax.local_device_count()` devices. Modes:
+
+  --distributed=auto (default): initialise when the environment names a
+    cluster JAX detects itself -- a TPU pod slice, SLURM with several
+    tasks, Open MPI with several ranks -- or when --coordinator_address is
+    given; else stay single-process (laptops, Colab, one GPU).
+  --distributed=on: always initialise (auto-detection, or the flags below).
+  --distributed=off: never.
+
+Explicit set-up (e.g. two processes on one machine):
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+On CPU, several processes need CPU collectives (gloo), enabled here.
+
+Info logs of the other processes are silenced here; outputs that must be
+written once (summaries, reports, figures) are guarded by
+`is_main_process()` (`train.common.SummaryWriter` already is).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+from absl import logging
+import jax
+
+MODES = ('auto', 'on', 'off')
+
+
+def define_flags() -> None:
+  """Defines --distributed, --coordinator_address, --num_processes and
+  --process_id (call once, at import time of a launch script)."""
+  flags.DEFINE_enum('distributed', 'auto', MODES,
+                    'Multi-host initialisation: auto, on or off.')
+  flags.DEFINE_string('coordinator_address', None,
+                      'HOST:PORT of process 0, for an explicit set-up.')
+  flags.DEFINE_integer('num_processes', None,
+                       'Number of processes, for an explicit set-up.')
+  flags.DEFINE_integer('process_id', None,
+                       'This process, 0 .. num_processes - 1.')
+
+
+def _cluster_detected() -> bool:
+  """Whether the environment is a cluster JAX auto-detects, with > 1 process."""
+  env = os.environ
+  if len(env.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1:
+    return True  # a multi-host TPU slice
+  if int(env.get('SLURM_NTASKS', env.get('SLURM_NPROCS', '1')) or 1) > 1:
+    return True
+  return int(env.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1
+
+
+def initialize(mode: str | None = None, coordinator_address: str | None = None,
+               num_processes: int | None = None,
+               process_id: int | None = None) -> int:
+  """Connects this process to the others, where that applies.
+
+  Arguments left None are read from the flags of `define_flags()` when they
+  are defined (and parsed), else take the defaults above.
+
+  Returns:
+    This process's index (0 when single-process).
+  """
+  def from_flag(value, name, default=None):
+    if value is not None:
+      return value
+    if name in flags.FLAGS and flags.FLAGS.is_parsed():
+      return flags.FLAGS[name].value
+    return default
+
+  mode = from_flag(mode, 'distributed', 'auto')
+  coordinator_address = from_flag(coordinator_address, 'coordinator_address')
+  num_processes = from_flag(num_processes, 'num_processes')
+  process_id = from_flag(process_id, 'process_id')
+  if mode not in MODES:
+    raise ValueError(f'distributed mode must be one of {MODES}, got {mode!r}')
+  explicit = coordinator_address is not None
+  if explicit and (num_processes is None or process_id is None):
+    raise ValueError('--coordinator_address needs --num_processes and '
+                     '--process_id')
+  if mode == 'off' or (mode == 'auto' and not explicit and
+                       not _cluster_detected()):
+    return 0
+  if num_processes is not None and num_processes > 1:
+    # CPU processes reduce through gloo; harmless on GPU/TPU.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)  # progress logs: process 0 only
+  logging.info('process %d of %d; %d local of %d devices',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  return jax.process_index()
+
+
+def is_main_process() -> bool:
+  """True on process 0, which alone writes logs, summaries and reports."""
+  return jax.process_index() == 0
