@@ -260,14 +260,21 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
       matches `ground_truth`).
     ground_truth: `synthetic_ground_truth` (or AFLW2000-3D's geometry).
     output_dir: where the report goes.
+
+  Returns:
+    The rows under `report.DEFAULT_PROTOCOL` (PRNet's); table1.md and
+    table1.json hold every protocol of `report.PROTOCOLS`.
   """
-  rows, overlays, inputs = {}, {}, None
+  by_protocol, overlays, inputs = {}, {}, None
   for name, (config, workdir, arrays) in methods.items():
     prediction = predict_mofa(config, workdir, arrays)
-    rows[name] = report.evaluate_method(
-        mofa_train.predicted_geometry(prediction), ground_truth)
-    logging.info('Table 1 | %s | %s', name, rows[name])
     model = load_face_model(config.face_model)
+    for protocol, values in report.evaluate_protocols(
+        mofa_train.predicted_geometry(prediction), ground_truth,
+        model).items():
+      by_protocol.setdefault(protocol, {})[name] = values
+    logging.info('Table 1 | %s | %s', name,
+                 {p: rows[name] for p, rows in by_protocol.items()})
     size = arrays['image'].shape[1]
     factor = max(FIGURE_SIZE, size) / size  # small inputs are drawn larger
     inputs = [figures.resize(image, round(size * factor))
@@ -275,12 +282,12 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
     overlays[name] = [
         figures.mesh_overlay(image, vertices * factor, model.triangles)
         for image, vertices in zip(inputs, prediction['vertices_screen'])]
-  report.write_report(rows, output_dir)
+  report.write_protocol_report(by_protocol, output_dir)
   columns = [list(inputs)] + list(overlays.values())
   figure = figures.image_grid([list(r) for r in zip(*columns)])
   figures.save_png(pathlib.Path(output_dir) / 'figure3.png', figure)
-  print(report.format_markdown(rows))
-  return rows
+  print(report.format_protocols(by_protocol))
+  return by_protocol[report.DEFAULT_PROTOCOL]
 
 
 # ----------------------------------------------------------------------------
