@@ -95,7 +95,9 @@ class Models:
     self.disc_z = ae_lib.LatentDiscriminator(
         hidden=config.loss.get('zdisc_hidden', 1000))
     self.disc_img = ae_lib.ImageDiscriminator(
-        ndf=config.loss.get('disc_ndf', 32), bn_axis_name=bn_axis_name)
+        ndf=config.loss.get('disc_ndf', 32), bn_axis_name=bn_axis_name,
+        input_normalization=config.model.get(
+            'input_normalization', ae_lib.NORMALIZE_SYMMETRIC))
 
 
 # Caches keyed by the config's JSON: equal configs give the same functions
