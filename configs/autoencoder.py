@@ -2,9 +2,13 @@
 
 3FabRec's schedule (README): epoch 1 reconstruction only (with_gan=False,
 with_ssim=False), epoch 2 + image GAN, from epoch 3 + structural loss; the
-latent (Gaussian) adversarial loss is on throughout. Here one config trains
-with the switches below; run it in phases with `init`-resumes if wanted.
-Adam lr 2e-5, betas (0, 0.999); the image discriminator at half the lr.
+latent (Gaussian) adversarial loss is on throughout. `gan_start_step` and
+`ssim_start_step` put those phases in one run (one 3FabRec epoch = 2.14M
+VGGFace2 + AffectNet images / batch 50 = 42,836 steps). Adam lr 2e-5, betas
+(0, 0.999); the image discriminator at half the lr, the latent one at the
+full lr; D_z every 4th, the encoder's prior loss and D every 2nd step.
+Our earlier variant: structural='ssim', *_every=1, *_start_step=0,
+zdisc_lr_factor=0.5, augment.enabled=False.
 `get_config('tiny')`: 32x32 input, width 8, for tests.
 """
 
@@ -28,13 +32,20 @@ def get_config(arg=None):
   config.optimizer = ml_collections.ConfigDict(dict(
       lr=1e-3 if tiny else 2e-5, b1=0.0, b2=0.999, weight_decay=0.0,
       grad_clip=0.0, schedule='constant', warmup_steps=0,
-      discriminator_lr_factor=0.5))
+      discriminator_lr_factor=0.5, zdisc_lr_factor=1.0))
   config.loss = ml_collections.ConfigDict(dict(
       w_rec=1.0,  # on L1 in 0..255 units, as 3FabRec
       with_ssim=True, w_ssim=60.0, ssim_window=31, ssim_sigma=1.5,
+      structural='cs', ssim_max_value=1.0,  # 3FabRec: 1 - cs, valid window
       with_zgan=True, w_enc=1.0,  # encoder's Gaussian-prior adversarial loss
       with_gan=not tiny, w_gan=1.0,  # image adversarial loss
+      zdisc_every=4, enc_prior_every=2, disc_every=2, gen_every=1,
+      gan_start_step=0 if tiny else 42_836,
+      ssim_start_step=0 if tiny else 85_672,
       disc_ndf=8 if tiny else 32, zdisc_hidden=32 if tiny else 1000))
+  # 3FabRec --daug 4: flips and RandomAffine(45) (here rotation only).
+  config.augment = ml_collections.ConfigDict(dict(
+      enabled=True, flip=True, max_rotation_degrees=45.0))
   config.log_every = 10 if tiny else 100
   config.eval_every = 0 if tiny else 5_000
   config.checkpoint_every = 20 if tiny else 5_000
