@@ -30,6 +30,9 @@ def model_config(tiny: bool = False) -> ml_collections.ConfigDict:
       initial_irradiance=1.0,  # ambient light of the initial prediction
       head_init_scale=1e-3,  # initial prediction ~ mean frontal face
       face_fraction=0.525,  # default scale: landmark box / image height
+      # MoFa keeps 80 shape / 64 expression / 80 reflectance components;
+      # 3DDFA's expression basis has 29, all kept (-1 = all).
+      shape_components=80, expression_components=-1, albedo_components=80,
   ))
 
 
@@ -55,12 +58,13 @@ def get_config(arg=None):
       lr=1e-3 if tiny else 1e-4, b1=0.9, b2=0.999, weight_decay=0.0,
       grad_clip=1.0, schedule='cosine', warmup_steps=0 if tiny else 1_000))
   config.loss = ml_collections.ConfigDict(dict(
-      photo_norm='l2',  # 'l2': squared RGB distance; 'l21': its root
+      photo_norm='l21',  # MoFa's l2,1: RGB distance; 'l2': its square
+      photo_domain='pixel',  # 'vertex': at projected visible vertices (MoFa)
       w_photo=1.0,
       w_landmark=30.0,  # on (pixel error / image size)^2
       w_shape=1e-4,  # on sum of squared standardised coefficients
       w_expression=8e-5,  # MoFa's 0.8 x the shape prior weight
-      w_albedo=1e-4,
+      w_albedo=1.7e-7,  # MoFa's 1.7e-3 x the shape prior weight
   ))
   config.log_every = 25 if tiny else 100
   config.eval_every = 0 if tiny else 5_000  # 0: at the end only
