@@ -172,11 +172,11 @@ class Protocol(NamedTuple):
 
 PRNET = 'PRNet'
 ALL_VERTICES = 'all vertices'
-# PRNet (Feng et al., ECCV 2018, Sec. 4.2-4.3) evaluates dense alignment on
-# the face region only (its public uv-data/face_ind.txt masks the position
-# map to the face, without neck and ears; "45K points" of the common face
-# region) with the gt box normaliser, and 3D face reconstruction with the
-# error "normalized by the outer interocular distance of 3D coordinates".
+# PRNet (Feng et al., ECCV 2018, Sec. 4) evaluates dense alignment on the
+# face region only (its public uv-data/face_ind.txt masks the position map
+# to the face, without neck and ears) with the gt box normaliser, and 3D
+# face reconstruction with the error normalised by the outer interocular
+# distance of the 3D coordinates.
 # Every row of the paper's Table 1 has Face Rec. > Dense 3D, which cannot
 # happen with the same vertices and normaliser after a least-squares
 # similarity alignment (it can only lower the error); the interocular
