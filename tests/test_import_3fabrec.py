@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pnccface import configs_lib
 from pnccface.models import autoencoder as ae_lib
 from pnccface.models import import_3fabrec
 from pnccface.train import common
 from pnccface.train import pncc
+from configs import pncc_few as pncc_few_config
 
 
 def _bn(rng, prefix, channels, out):
@@ -129,7 +129,7 @@ def test_converted_workdir_is_a_pncc_init_from(tmp_path):
       variables['batch_stats']['decoder']['layers_1_0']['up_bn']['var'],
       state['P.layer2.0.upsample.1.running_var'])
   workdir = import_3fabrec.write_workdir(variables, tmp_path / 'ae', config)
-  pncc_config = configs_lib.load('configs/pncc_few.py:tiny')
+  pncc_config = pncc_few_config.get_config('tiny')
   pncc_config.model = config
   pncc_config.model.pncc_resolution = 32
   pncc_config.init_from = str(workdir)

@@ -6,20 +6,21 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pnccface import configs_lib
 from pnccface import facemodel
 from pnccface.data import synthesis
 from pnccface.models import mofa
 from pnccface.train import mofa as train_mofa
-from tests.test_mofa import SIZE, _true_code, tiny_face_model
+from configs import mofa as mofa_config
+from tests.conftest import tiny_face_model
+from tests.test_mofa import SIZE, _true_code
 
 
 def test_config_keeps_mofas_prior_ratios_and_l21():
-  loss = configs_lib.load('configs/mofa.py').loss
+  loss = mofa_config.get_config().loss
   assert loss.w_albedo / loss.w_shape == pytest.approx(1.7e-3)
   assert loss.w_expression / loss.w_shape == pytest.approx(0.8)
   assert loss.photo_norm == 'l21'
-  model = configs_lib.load('configs/mofa.py').model
+  model = mofa_config.get_config().model
   assert (model.shape_components, model.expression_components,
           model.albedo_components) == (80, -1, 80)
 

@@ -63,7 +63,7 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
           name='large256', description='256x256, 50000/2000/2000 examples.',
           image_size=256, num_examples=(50000, 2000, 2000)),
   ]
-  DEFAULT_CONFIG_NAME = 'default'
+  DEFAULT_BUILDER_CONFIG_NAME = 'default'  # the attribute TFDS reads
 
   def __init__(self, *, model: MorphableModel | None = None, **kwargs):
     """`model` defaults to `facemodel.default_model()`."""
