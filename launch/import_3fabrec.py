@@ -14,6 +14,7 @@ downloaded here. See `pnccface.models.import_3fabrec`.
 from absl import app
 from absl import flags
 
+from pnccface import logs  # first: quiets TensorFlow's C++ logs
 from pnccface.models import import_3fabrec
 
 _SNAPSHOT = flags.DEFINE_string(
@@ -27,6 +28,7 @@ _RESOLUTION = flags.DEFINE_enum('resolution', '256', ['128', '256'],
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   workdir = import_3fabrec.import_snapshot(_SNAPSHOT.value, _WORKDIR.value,
                                            int(_RESOLUTION.value))
   print(f'wrote {workdir}; train stage 1 with --config.init_from={workdir} '
