@@ -34,7 +34,7 @@ def model_config() -> ml_collections.ConfigDict:
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.face_model = 'default'  # the embedded model; or a BFM/3DDFA path
+  config.face_model = 'default'  # ICT-FaceKit; 'procedural'; a BFM/3DDFA path
   config.dataset = 'synthetic_faces'  # paper: 'celeb_a' (+ PNCC annotations)
   config.train_split = 'train'
   config.eval_dataset = 'synthetic_faces'  # Table 1: 'aflw2000_3d'

@@ -1,4 +1,4 @@
-r"""Saves a picture of the embedded face model: its mean and random samples.
+r"""Saves a picture of the default face model: its mean and random samples.
 
   python launch/face_model_figure.py --output=docs/face_model.png
 """

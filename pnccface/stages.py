@@ -36,15 +36,18 @@ from pnccface.train import pncc as pncc_train
 
 
 def load_face_model(name: str) -> MorphableModel:
-  """'default' (the embedded model), a 3DDFA_V2 .pkl, or a BFM2009 .mat."""
-  if name in ('', 'default'):
+  """'default' (ICT-FaceKit), 'procedural', a 3DDFA_V2 .pkl or a BFM .mat."""
+  if name in ('', 'default', 'ict_facekit'):
     return facemodel.default_model()
+  if name == 'procedural':
+    return facemodel.procedural_model()
   if name.endswith('.pkl'):
     return facemodel.load_3ddfa_v2_bfm(name)
   if name.endswith('.mat'):
     return facemodel.load_bfm2009(name)
-  raise ValueError(f'unknown face model {name!r}: use "default", a 3DDFA_V2 '
-                   '.pkl or a BFM2009 01_MorphableModel.mat')
+  raise ValueError(f'unknown face model {name!r}: use "default", '
+                   '"procedural", a 3DDFA_V2 .pkl or a BFM2009 '
+                   '01_MorphableModel.mat')
 
 
 def _finished_or_claim(config, workdir, force: bool, name: str):

@@ -1,12 +1,17 @@
 """The shipped ICT-FaceKit model: file, mesh, landmarks, bases, converter."""
 
-import pathlib
+import functools
 
+import jax
 import numpy as np
 import pytest
 
 from pnccface import facemodel
+from pnccface import geometry
+from pnccface import render
+from pnccface.data import synthesis
 from pnccface.facemodel import ict
+from tests.test_render import reference_rasterize
 
 
 @pytest.fixture(scope='module')
@@ -190,3 +195,59 @@ def test_convert_names_a_missing_mesh(shared_data, tmp_path):
   with pytest.raises(FileNotFoundError, match='identity001.obj'):
     ict.read_release(shared_data / 'ict_facekit' / 'original_sample',
                      identity_indices=[0, 1])
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _render_all(screen, tri, ncc, albedo, sh, size):
+  pncc, mask = render.render_pncc(screen, tri, ncc, size, size)
+  shaded, _ = render.render_shaded(screen, tri, albedo, sh, size, size)
+  ids = render.rasterize(screen, tri, size, size).triangle_id
+  return pncc, mask, shaded, ids
+
+
+@pytest.mark.parametrize('yaw_degrees', [0.0, 45.0, 90.0])
+def test_mean_face_renders_as_the_brute_force_reference(model, yaw_degrees):
+  """PNCC and shaded images of the mean face vs float64 NumPy references."""
+  size = 128
+  mean = np.asarray(model.mean_shape, np.float64)
+  scale = 0.8 * size / np.ptp(mean[:, 1])
+  pose = np.array([[0.1, np.radians(yaw_degrees), -0.05, size / 2,
+                    size / 2, 0.0, scale]], np.float32)
+  screen = synthesis.face_vertices_screen(model, None, None, pose, size)
+  tri = np.asarray(model.triangles)
+  # Light linear in the normal (bands 0 and 1) so the reference is exact:
+  # irradiance = c0 A0 Y0 + A1 Y1 (c_y n_y + c_z n_z + c_x n_x).
+  sh = np.zeros((1, 3, 9), np.float32)
+  sh[0, :, 0] = [0.8, 0.7, 0.6]
+  sh[0, :, 1:4] = [0.2, 0.3, -0.1]
+  pncc, mask, shaded, ids = _render_all(screen, tri, model.ncc,
+                                        model.albedo_mean, sh, size)
+  ref_ids, ref_bary = reference_rasterize(np.asarray(screen[0]), tri, size,
+                                          size)
+  ids = np.asarray(ids[0])
+  assert 0.15 < (ref_ids >= 0).mean() < 0.8
+  assert np.mean(ids == ref_ids) >= 0.999
+  np.testing.assert_array_equal(np.asarray(mask[0, ..., 0]), ids >= 0)
+  same = (ids == ref_ids) & (ids >= 0)
+  corners = tri[ref_ids[same]]
+  bary = ref_bary[same]
+  np.testing.assert_allclose(
+      np.asarray(pncc[0])[same],
+      np.einsum('pk,pkc->pc', bary, np.asarray(model.ncc)[corners]),
+      atol=1e-4)
+  # Reference vertex normals: area-weighted in the model frame, rotated.
+  a, b, c = (mean[tri[:, k]] for k in range(3))
+  face_normals = np.cross(b - a, c - a)
+  normals = np.zeros_like(mean)
+  for k in range(3):
+    np.add.at(normals, tri[:, k], face_normals)
+  rotation = np.asarray(geometry.euler_to_rotation(*pose[0, :3]), np.float64)
+  normals = normals @ rotation.T
+  normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+  irradiance = 0.8862269 * sh[0, :, 0] + 1.0233267 * (
+      normals[:, 1:2] * sh[0, :, 1] + normals[:, 2:3] * sh[0, :, 2] +
+      normals[:, 0:1] * sh[0, :, 3])
+  colours = np.asarray(model.albedo_mean, np.float64) * irradiance
+  np.testing.assert_allclose(
+      np.asarray(shaded[0])[same],
+      np.einsum('pk,pkc->pc', bary, colours[corners]), atol=2e-3)

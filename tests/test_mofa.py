@@ -10,8 +10,8 @@ import pytest
 from pnccface import facemodel
 from pnccface import geometry
 from pnccface.data import synthesis
-from pnccface.models import mofa
-from pnccface.train import mofa as train_mofa
+from pnccface.models import mofa as mofa_model
+from pnccface.train import mofa as mofa_train
 from tests.conftest import tiny_face_model
 
 SIZE = 64
@@ -19,7 +19,7 @@ TINY_ALEXNET = dict(conv_features=(8, 16, 16, 16, 16),
                     kernel_sizes=(5, 3, 3, 3, 3), strides=(2, 1, 1, 1, 1),
                     pool_after=(0, 1, 4), dense_features=(32,))
 
-DECODE = jax.jit(mofa.decode)
+DECODE = jax.jit(mofa_model.decode)
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +30,7 @@ def face_model():
 def _encoder(face_model, backbone='alexnet', **kwargs):
   backbone_kwargs = (TINY_ALEXNET if backbone == 'alexnet' else
                      dict(width=8, stage_blocks=(1, 1)))
-  return mofa.MoFaEncoder(face_model.num_shape, face_model.num_expression,
+  return mofa_model.MoFaEncoder(face_model.num_shape, face_model.num_expression,
                           face_model.num_albedo, backbone=backbone,
                           backbone_kwargs=backbone_kwargs, **kwargs)
 
@@ -57,11 +57,11 @@ def test_encoder_output_shapes(face_model, backbone, norm, channels):
 
 
 def test_split_code_bounds_angles_and_checks_size():
-  raw = jnp.full((1, mofa.code_size(2, 1, 0)), 100.0)
-  code = mofa.split_code(raw, 2, 1, 0, max_angle=math.pi / 2)
+  raw = jnp.full((1, mofa_model.code_size(2, 1, 0)), 100.0)
+  code = mofa_model.split_code(raw, 2, 1, 0, max_angle=math.pi / 2)
   np.testing.assert_allclose(code.angles, math.pi / 2, rtol=1e-6)
   with pytest.raises(ValueError, match='entries'):
-    mofa.split_code(raw[:, 1:], 2, 1, 0)
+    mofa_model.split_code(raw[:, 1:], 2, 1, 0)
 
 
 def test_initial_prediction_is_frontal_centred_mean_face(face_model):
@@ -101,8 +101,8 @@ def _true_code(face_model, params, size):
   centre_model = lms.mean(axis=0)
   p = pose[:, 6:7] * np.einsum('bij,j->bi', rotation, centre_model) + pose[:, 3:6]
   centre_image = np.stack([p[:, 0] - 0.5, size + 1.0 - p[:, 1] - 0.5], -1)
-  s0 = float(mofa.default_scale(face_model, size))
-  return mofa.FaceCode(
+  s0 = float(mofa_model.default_scale(face_model, size))
+  return mofa_model.FaceCode(
       shape=params.shape / np.asarray(face_model.shape_std),
       expression=params.expression / np.asarray(face_model.expression_std),
       albedo=params.albedo / np.asarray(face_model.albedo_std),
@@ -132,7 +132,7 @@ def test_decoder_reproduces_synthetic_faces(face_model):
   # Identical up to the rare pixel whose visibility flips with round-off.
   close = np.abs(rendered - np.asarray(faces.image)).max(axis=-1) < 1e-3
   assert close.mean() > 0.995
-  photo, count = train_mofa.photometric_terms(
+  photo, count = mofa_train.photometric_terms(
       jnp.asarray(faces.image), jnp.asarray(faces.image), recon.mask)
   assert float(photo) == 0.0 and float(count) == float(recon.mask.sum())
 
@@ -156,8 +156,8 @@ def test_decoder_gradients_reach_encoder(face_model):
   @jax.jit
   def loss_fn(p):
     code = encoder.apply({'params': p}, faces.image)
-    recon = mofa.decode(code, face_model, faces.image)
-    return train_mofa.mofa_loss(recon, code, batch, Cfg(loss_config))[0]
+    recon = mofa_model.decode(code, face_model, faces.image)
+    return mofa_train.mofa_loss(recon, code, batch, Cfg(loss_config))[0]
 
   loss, grads = jax.jit(jax.value_and_grad(loss_fn))(variables['params'])
   assert np.isfinite(float(loss))
@@ -175,29 +175,29 @@ def test_photometric_and_landmark_terms_match_numpy():
   rng = np.random.default_rng(5)
   a, b = rng.uniform(size=(2, 2, 5, 5, 3))
   mask = (rng.uniform(size=(2, 5, 5, 1)) > 0.5).astype(np.float32)
-  total, count = train_mofa.photometric_terms(a, b, mask, 'l2')
+  total, count = mofa_train.photometric_terms(a, b, mask, 'l2')
   d2 = ((a - b)**2).sum(-1)
   np.testing.assert_allclose(total, (d2 * mask[..., 0]).sum(), rtol=1e-5)
   assert float(count) == mask.sum()
-  total, _ = train_mofa.photometric_terms(a, b, mask, 'l21')
+  total, _ = mofa_train.photometric_terms(a, b, mask, 'l21')
   np.testing.assert_allclose(total, (np.sqrt(d2) * mask[..., 0]).sum(),
                              rtol=1e-4)
   pred, target = rng.uniform(0, 64, size=(2, 3, 68, 2))
   weights = (rng.uniform(size=(3, 68)) > 0.3).astype(np.float32)
-  sq, dist, n = train_mofa.landmark_terms(pred, target, weights, 64)
+  sq, dist, n = mofa_train.landmark_terms(pred, target, weights, 64)
   dd = np.linalg.norm(pred - target, axis=-1)
   np.testing.assert_allclose(sq, (weights * dd**2).sum() / 64**2, rtol=1e-5)
   np.testing.assert_allclose(dist, (weights * dd).sum() / 64, rtol=1e-5)
   assert float(n) == weights.sum()
   with pytest.raises(ValueError, match='photo_norm'):
-    train_mofa.photometric_terms(a, b, mask, 'l1')
+    mofa_train.photometric_terms(a, b, mask, 'l1')
 
 
 def test_encoder_input_stacks_pncc():
   image = np.zeros((1, 4, 4, 3), np.float32)
   pncc = np.ones((1, 4, 4, 3), np.float32)
-  x = mofa.encoder_input(image, pncc)
+  x = mofa_model.encoder_input(image, pncc)
   assert x.shape == (1, 4, 4, 6)
   np.testing.assert_array_equal(x[..., 3:], 1.0)
   with pytest.raises(ValueError, match='pncc'):
-    mofa.encoder_input(image, pncc[:, :2])
+    mofa_model.encoder_input(image, pncc[:, :2])

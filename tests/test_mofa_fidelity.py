@@ -26,7 +26,7 @@ def test_config_keeps_mofas_prior_ratios_and_l21():
 
 
 def test_truncate_face_model_keeps_the_first_components():
-  model = facemodel.default_model()  # 60 shape, 16 expression, 60 albedo
+  model = facemodel.procedural_model()  # 60 shape, 16 expression, 60 albedo
   small = mofa.truncate_face_model(model, 10, 5, 7)
   assert (small.num_shape, small.num_expression, small.num_albedo) == (
       10, 5, 7)

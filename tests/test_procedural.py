@@ -50,7 +50,7 @@ def _face_normals(vertices, triangles):
 
 
 def test_exported_from_package(model):
-  assert facemodel.default_model() is model
+  assert facemodel.procedural_model() is model
   assert model.name == procedural.MODEL_NAME
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from pnccface.data import pipeline
 from pnccface.train import common
 from configs import pncc_few
 from tests.conftest import ellipse_faces, few_shot_source
@@ -142,10 +143,10 @@ def test_progress_logger_line():
 
 def test_shard_and_check_batch_errors():
   batch = {'image': np.zeros((8, 4, 4, 3), np.float32)}
-  sharded = common.shard_batch(batch, num_devices=2)
+  sharded = pipeline.shard_for_pmap(batch, num_devices=2)
   assert sharded['image'].shape == (2, 4, 4, 4, 3)
   with pytest.raises(ValueError, match='not divisible'):
-    common.shard_batch({'image': np.zeros((3, 2))}, num_devices=2)
+    pipeline.shard_for_pmap({'image': np.zeros((3, 2))}, num_devices=2)
   with pytest.raises(KeyError, match="'pncc'"):
     common.check_batch(sharded, {'pncc': 5}, num_devices=2)
   with pytest.raises(ValueError, match=r"batch\['image'\] has shape"):

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pnccface.data import pipeline
 from pnccface.data import synthesis
 from pnccface.train import common
-from pnccface.train import mofa as train_mofa
+from pnccface.train import mofa as mofa_train
 from tests.conftest import tiny_face_model
 
 def _config(name):
@@ -43,7 +44,7 @@ def _batches(data, batch_size, seed=0):
   def batch_for_step(step):
     idx = np.random.default_rng([seed, step]).choice(n, batch_size,
                                                      replace=False)
-    return common.shard_batch({k: v[idx] for k, v in data.items()})
+    return pipeline.shard_for_pmap({k: v[idx] for k, v in data.items()})
 
   return common.batches_from_fn(batch_for_step)
 
@@ -72,15 +73,15 @@ def test_tiny_run_lowers_held_out_losses(face_model, tmp_path):
   size = config.image_size
   train_data = _faces(face_model, 0, 128, size)
   held_out = _faces(face_model, 1, 32, size)
-  init = train_mofa.create_train_state(config, face_model,
+  init = mofa_train.create_train_state(config, face_model,
                                        jax.random.PRNGKey(config.seed))
-  predict = train_mofa.make_predict_fn(config, face_model)
-  before = train_mofa.evaluate(config, face_model, _variables(init),
+  predict = mofa_train.make_predict_fn(config, face_model)
+  before = mofa_train.evaluate(config, face_model, _variables(init),
                                [held_out], predict)
-  state = train_mofa.train(config, tmp_path, face_model,
+  state = mofa_train.train(config, tmp_path, face_model,
                            _batches(train_data, config.batch_size))
   assert int(state.step) == config.num_train_steps
-  after = train_mofa.evaluate(config, face_model, _variables(state),
+  after = mofa_train.evaluate(config, face_model, _variables(state),
                               [held_out], predict)
   print('held-out before', before['photometric'], before['landmark_error'],
         'after', after['photometric'], after['landmark_error'])
@@ -90,7 +91,7 @@ def test_tiny_run_lowers_held_out_losses(face_model, tmp_path):
   assert after['landmark_error'] < 0.95 * before['landmark_error']
   assert after['vertices_screen'].shape == (32, face_model.num_vertices, 3)
   assert after['yaw_degrees'].shape == (32,)
-  geometry = train_mofa.predicted_geometry(after)
+  geometry = mofa_train.predicted_geometry(after)
   assert geometry.vertices.shape == after['vertices_screen'].shape
 
 
@@ -101,8 +102,8 @@ def test_pncc_variant_trains_logs_and_checkpoints(face_model, tmp_path):
   config.checkpoint_every = 2
   size = config.image_size
   data = _faces(face_model, 2, 16, size)
-  eval_fn = train_mofa.make_eval_fn(config, face_model, [data], num_images=3)
-  state = train_mofa.train(config, tmp_path, face_model,
+  eval_fn = mofa_train.make_eval_fn(config, face_model, [data], num_images=3)
+  state = mofa_train.train(config, tmp_path, face_model,
                            _batches(data, config.batch_size))
   assert int(state.step) == 4
   kernels = jax.tree_util.tree_leaves(state.params['trunk'])
@@ -117,7 +118,7 @@ def test_pncc_variant_trains_logs_and_checkpoints(face_model, tmp_path):
   # Missing PNCC is reported by name.
   no_pncc = {k: v for k, v in data.items() if k != 'pncc'}
   with pytest.raises(KeyError, match='pncc'):
-    train_mofa.train(config, tmp_path / 'other', face_model,
+    mofa_train.train(config, tmp_path / 'other', face_model,
                      _batches(no_pncc, config.batch_size))
 
 
@@ -127,11 +128,11 @@ def test_resume_equals_uninterrupted(face_model, tmp_path):
   config.num_train_steps = 6
   config.checkpoint_every = 3
   data = _faces(face_model, 3, 16, config.image_size)
-  full = train_mofa.train(config, tmp_path / 'full', face_model,
+  full = mofa_train.train(config, tmp_path / 'full', face_model,
                           _batches(data, config.batch_size))
-  train_mofa.train(config, tmp_path / 'split', face_model,
+  mofa_train.train(config, tmp_path / 'split', face_model,
                    _batches(data, config.batch_size), stop_at_step=3)
-  resumed = train_mofa.train(config, tmp_path / 'split', face_model,
+  resumed = mofa_train.train(config, tmp_path / 'split', face_model,
                              _batches(data, config.batch_size))
   assert int(resumed.step) == 6
   jax.tree_util.tree_map(

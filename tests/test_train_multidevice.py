@@ -20,7 +20,7 @@ _SCRIPT = textwrap.dedent('''
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
     sys.path.insert(0, %(root)r)
     import jax, numpy as np
-    from pnccface.train import common, pncc, autoencoder as stage0
+    from pnccface.train import common, pncc, autoencoder as autoencoder_train
     from tests.conftest import ellipse_faces
     from configs import autoencoder as autoencoder_config
     from configs import pncc_few as pncc_few_config
@@ -62,7 +62,7 @@ _SCRIPT = textwrap.dedent('''
       config.loss.with_zgan = False  # prior samples are per-device random
       config.optimizer.name = 'sgd'
       config.optimizer.lr = 1e-6  # the loss is in 0..255 units
-      module = stage0
+      module = autoencoder_train
       data = {'image': data['image']}
     one = run(module, config, data, 1)
     four = run(module, config, data, 4)

@@ -40,7 +40,7 @@ def _run_steps(config, num_steps, data):
   # Non-trivial batch statistics so "unchanged" is not "still at init".
   state = state.replace(batch_stats=jax.tree_util.tree_map(
       lambda x: x + 0.25, state.batch_stats))
-  step = common.pmap_step(pncc.make_train_step(config), donate=False)
+  step = jax.pmap(pncc.make_train_step(config), axis_name=common.AXIS)
   rstate = common.replicate(state)
   for batch in (b for _, b in zip(range(num_steps), few_shot_source(data, 8)(0))):
     rstate, _ = step(rstate, batch)

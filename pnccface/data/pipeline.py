@@ -127,10 +127,18 @@ def local_batch_size(global_batch_size: int, num_devices: int) -> int:
   return global_batch_size // processes
 
 
-def shard_for_pmap(batch: Batch, num_devices: int) -> Batch:
-  """[B, ...] -> [num_devices, B / num_devices, ...]."""
-  return {k: v.reshape((num_devices, -1) + v.shape[1:])
-          for k, v in batch.items()}
+def shard_for_pmap(batch: Batch, num_devices: int | None = None) -> Batch:
+  """[B, ...] -> [num_devices, B / num_devices, ...] (default: the local
+  devices); raises naming the key when B is not divisible."""
+  num_devices = num_devices or jax.local_device_count()
+  out = {}
+  for key, value in batch.items():
+    value = np.asarray(value)
+    if value.shape[0] % num_devices:
+      raise ValueError(f'batch[{key!r}] has {value.shape[0]} examples, not '
+                       f'divisible by {num_devices} devices')
+    out[key] = value.reshape((num_devices, -1) + value.shape[1:])
+  return out
 
 
 def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,

@@ -4,7 +4,7 @@ Importing this module registers the TFDS builder, so after
 `import pnccface.data` the call `tfds.load('synthetic_faces/tiny')` builds the
 dataset offline (nothing is downloaded) and loads it.
 
-Each example is a face of the embedded procedural model (or of any
+Each example is a face of the default model, ICT-FaceKit Light (or of any
 `MorphableModel` handed to the builder) with random identity, expression,
 albedo, SH light and weak-perspective pose (yaw uniform in +-90 deg, pitch and
 roll in +-30 deg), scale/translation jitter, over a textured background.
@@ -47,8 +47,9 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
 class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
   """Faces rendered from a morphable model, with full ground truth."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '2.0.0': 'Default model: ICT-FaceKit Light.'}
   BUILDER_CONFIGS = [
       SyntheticFacesConfig(
           name='tiny', description='For tests: 128x128, 192/32/32 examples.',

@@ -134,7 +134,10 @@ def face_model_figure(model: MorphableModel, size: int = 256,
     return (rng.normal(size=(num_samples, std.shape[0])) * sigma * std
             ).astype(np.float32)
 
+  expression = draw(model.expression_std)
+  for k in model.nonnegative_expressions:  # as the synthetic sampler does
+    expression[:, k] = np.abs(expression[:, k])
   samples = shaded_faces(model, draw(model.shape_std),
-                         draw(model.expression_std), draw(model.albedo_std),
+                         expression, draw(model.albedo_std),
                          size, rng.uniform(-40, 40, num_samples))
   return image_grid([list(mean), list(samples)])

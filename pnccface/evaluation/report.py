@@ -189,6 +189,8 @@ PROTOCOLS = {
                            face_rec_normalizer=NORMALIZER_BOX),
 }
 DEFAULT_PROTOCOL = PRNET
+# ICT-FaceKit's narrow face area: its first 6706 vertices (toolkit README).
+ICT_NARROW_FACE_VERTICES = 6706
 
 
 def face_region(model) -> np.ndarray | None:
@@ -196,15 +198,23 @@ def face_region(model) -> np.ndarray | None:
 
   The embedded procedural model has its face mask (`ModelInfo.face_mask`:
   inside the jaw contour, below the upper forehead, in front of the ears,
-  like PRNet's face_ind region). 3DDFA_V2's `bfm_noneck_v3.pkl` is already
+  like PRNet's face_ind region); ICT-FaceKit's is its narrow face area
+  (the first 6706 vertices of the release, ICT-FaceKit README). 3DDFA_V2's `bfm_noneck_v3.pkl` is already
   the neck-free face region, so all its vertices are used; other models
   (a full BFM2009) have no stored region and use all vertices.
   """
+  from pnccface.facemodel import ict  # pylint: disable=g-import-not-at-top
   from pnccface.facemodel import procedural  # pylint: disable=g-import-not-at-top
   if model.name == procedural.MODEL_NAME:
     mask = np.asarray(procedural.model_info().face_mask, bool)
     if mask.shape == (model.num_vertices,):
       return mask
+  if model.name == ict.MODEL_NAME:
+    # The package keeps the release's vertices in order, face first; the
+    # toolkit's narrow face area (no ears, no neck) is its first 6706.
+    mask = np.zeros(model.num_vertices, bool)
+    mask[:ICT_NARROW_FACE_VERTICES] = True
+    return mask
   return None
 
 

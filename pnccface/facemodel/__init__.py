@@ -1,10 +1,14 @@
-"""Face models: the 3DMM pytree, its loaders and the embedded procedural model."""
+"""Face models: the 3DMM pytree, its loaders, the shipped ICT-FaceKit model
+and the procedural model.
+
+`default_model()` is the model used wherever none is named: ICT-FaceKit Light.
+"""
 
 from pnccface.facemodel.morphable import MorphableModel
 from pnccface.facemodel.morphable import make_model
 from pnccface.facemodel.morphable import normalized_coordinate_code
 from pnccface.facemodel.morphable import NUM_LANDMARKS
-from pnccface.facemodel.procedural import default_model
+from pnccface.facemodel.procedural import default_model as procedural_model
 from pnccface.facemodel.bfm import load_bfm2009
 from pnccface.facemodel.ddfa import load_3ddfa_mean_model
 from pnccface.facemodel.ddfa import load_3ddfa_noneck_model
@@ -12,6 +16,7 @@ from pnccface.facemodel.ddfa import load_3ddfa_sparse_model
 from pnccface.facemodel.ddfa import load_3ddfa_v2_bfm
 from pnccface.facemodel.ddfa import read_param_whitening
 from pnccface.facemodel.ict import ict_facekit_model
+from pnccface.facemodel.ict import ict_facekit_model as default_model
 from pnccface.facemodel.loading import FaceFileError
 from pnccface.facemodel.params import FaceParams
 from pnccface.facemodel.params import read_face_params

@@ -1,4 +1,4 @@
-"""ICT-FaceKit Light ('ict_facekit_light'): a real 3DMM that ships with the package.
+"""ICT-FaceKit Light ('ict_facekit_light'): a real 3DMM shipped with pnccface.
 
 ICT-FaceKit (USC Institute for Creative Technologies, MIT licence, see
 `third_party/ict_facekit/`) is a morphable model built from light-stage scans:
@@ -36,6 +36,8 @@ float16; the quads are split into two triangles each.
 
 from __future__ import annotations
 
+# pylint: disable=protected-access  (the procedural model's palette/helpers)
+
 import functools
 import json
 import lzma
@@ -47,6 +49,7 @@ import numpy as np
 
 from pnccface.facemodel import loading
 from pnccface.facemodel import morphable
+from pnccface.facemodel import procedural
 
 MODEL_NAME = 'ict_facekit_light'
 MM_PER_UNIT = 10.0  # The release is in centimetres; the package in mm.
@@ -339,23 +342,15 @@ def convert(folder: loading.PathLike, output: loading.PathLike) -> pathlib.Path:
 # ----------------------------------------------------------------------------
 # Albedo: our own, from the mesh and its landmarks.
 
-# Linear RGB reflectances.
-_SKIN = np.array([0.50, 0.31, 0.23])
-_LIPS = np.array([0.42, 0.15, 0.13])
-_BROWS = np.array([0.10, 0.065, 0.045])
+# Linear RGB reflectances: the procedural model's palette (one source of the
+# skin, lip, brow and eye colours), plus hair and the eye sockets.
+_P = procedural
 _HAIR = np.array([0.08, 0.055, 0.04])
-_SCLERA = np.array([0.72, 0.68, 0.64])
-_IRIS = np.array([0.16, 0.085, 0.04])
-_PUPIL = np.array([0.02, 0.02, 0.02])
-_MOUTH_INSIDE = np.array([0.10, 0.025, 0.025])
 _EYE_SOCKET = np.array([0.35, 0.15, 0.13])
+_smoothstep = procedural._smoothstep
+_blend = procedural._blend
 
 _NUM_SMOOTH = 30
-
-
-def _smoothstep(edge0, edge1, x):
-  t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-  return t * t * (3.0 - 2.0 * t)
 
 
 def _region_masks(vertex_ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -410,10 +405,13 @@ def _albedo_regions(neutral, vertex_ids, landmarks):
     cheeks = np.maximum(cheeks, np.exp(-0.5 * np.sum(
         (xy - centre)**2, -1) / 1.3**2))
   cheeks *= front
-  # Chin, jaw and upper lip: where a beard grows.
-  below_nose = _smoothstep(lm[33, 1], lm[33, 1] - 1.0, neutral[:, 1])
-  beard = below_nose * (face | regions['head_and_neck']) * (
-      neutral[:, 1] > lm[8, 1] - 3.0) * (1.0 - lips)
+  # Chin, jaw and upper lip: where a beard grows; smooth edges, fading
+  # under the chin and towards the ears.
+  beard = (_smoothstep(lm[33, 1] - 0.3, lm[33, 1] - 1.8, neutral[:, 1]) *
+           _smoothstep(lm[8, 1] - 3.0, lm[8, 1] - 0.5, neutral[:, 1]) *
+           _smoothstep(np.abs(lm[0, 0]) + 0.5, np.abs(lm[2, 0]) - 1.0,
+                       np.abs(neutral[:, 0])) * (1.0 - lips))
+  neck = _smoothstep(lm[8, 1] - 0.5, lm[8, 1] - 3.0, neutral[:, 1])
   # Scalp: above the brows and behind the forehead.
   top = lm[19, 1] + 4.5
   scalp = _smoothstep(top, top + 1.5, neutral[:, 1]) * (
@@ -440,11 +438,8 @@ def _albedo_regions(neutral, vertex_ids, landmarks):
               mouth_socket=regions['mouth_socket'].astype(float),
               eye_sockets=regions['eye_sockets'].astype(float),
               eyeballs=eyeballs.astype(float), lips=lips, brows=brows,
-              cheeks=cheeks, beard=beard, scalp=scalp, iris=iris, pupil=pupil)
-
-
-def _blend(base, colour, weight):
-  return base + weight[:, None] * (colour - base)
+              cheeks=cheeks, beard=beard, neck=neck, scalp=scalp, iris=iris,
+              pupil=pupil)
 
 
 def albedo_model(neutral, vertex_ids, landmarks
@@ -474,16 +469,17 @@ def albedo_model(neutral, vertex_ids, landmarks
   num_v = len(neutral)
   skin = 1.0 - np.clip(reg['eyeballs'] + reg['mouth_socket'] +
                        reg['eye_sockets'], 0.0, 1.0)
-  mean = np.broadcast_to(_SKIN, (num_v, 3)).copy()
-  mean = _blend(mean, _SKIN * np.array([1.08, 0.92, 0.92]), 0.6 * reg['cheeks'])
-  mean = _blend(mean, _LIPS, reg['lips'])
-  mean = _blend(mean, _BROWS, 0.85 * reg['brows'])
+  mean = np.broadcast_to(_P._SKIN, (num_v, 3)).copy()
+  mean = _blend(mean, _P._SKIN * np.array([1.08, 0.92, 0.92]),
+                0.6 * reg['cheeks'])
+  mean = _blend(mean, _P._LIPS, reg['lips'])
+  mean = _blend(mean, _P._BROWS, 0.85 * reg['brows'])
   mean = _blend(mean, _HAIR, 0.9 * reg['scalp'])
-  mean = _blend(mean, _MOUTH_INSIDE, reg['mouth_socket'])
+  mean = _blend(mean, _P._MOUTH_INSIDE, reg['mouth_socket'])
   mean = _blend(mean, _EYE_SOCKET, reg['eye_sockets'])
-  mean = _blend(mean, _SCLERA, reg['eyeballs'])
-  mean = _blend(mean, _IRIS, reg['iris'])
-  mean = _blend(mean, _PUPIL, reg['pupil'])
+  mean = _blend(mean, _P._SCLERA, reg['eyeballs'])
+  mean = _blend(mean, _P._IRIS, reg['iris'])
+  mean = _blend(mean, _P._PUPIL, reg['pupil'])
 
   def tint(rgb, mask):
     return np.asarray(rgb)[None, :] * mask[:, None]
@@ -494,12 +490,12 @@ def albedo_model(neutral, vertex_ids, landmarks
       tint([0.035, -0.008, -0.01], bare_skin),                   # redness
       tint([0.02, 0.015, -0.02], bare_skin),                     # yellowness
       tint([0.06, -0.03, -0.02], reg['lips']),                   # lip colour
-      tint([0.06, -0.01, -0.01], reg['cheeks']),                 # blush
-      (_BROWS - mean) * (0.4 * reg['brows'])[:, None],           # brows
-      (_SKIN - _HAIR) * (0.5 * reg['scalp'])[:, None],           # hair
+      tint([0.04, -0.005, -0.005], reg['cheeks']),               # blush
+      (_P._BROWS - mean) * (0.4 * reg['brows'])[:, None],        # brows
+      (_P._SKIN - _HAIR) * (0.5 * reg['scalp'])[:, None],        # hair
       tint([0.04, 0.07, 0.1], reg['iris'] - reg['pupil']),       # iris
       tint([-0.06, -0.05, -0.035], reg['beard'] * bare_skin),    # beard
-      tint([0.03, 0.02, 0.015], reg['head_and_neck'] * bare_skin),
+      tint([0.03, 0.02, 0.015], reg['neck'] * bare_skin),          # neck
   ]
   lo, hi = neutral.min(axis=0), neutral.max(axis=0)
   u = (neutral - lo) / (hi - lo)  # NCC-like coordinates in [0, 1]

@@ -60,18 +60,16 @@ Batches: {'image': [D, B, R, R, 3] float32 in [0, 1]}.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from pnccface import geometry
-from pnccface.models import autoencoder as ae_lib
+from pnccface.models import autoencoder as autoencoder_model
 from pnccface.train import common
 
 Array = jnp.ndarray
@@ -287,48 +285,21 @@ class Models:
   """The stage-0 modules of a config (train-time ones use the pmap axis)."""
 
   def __init__(self, config, bn_axis_name: Optional[str] = None):
-    self.autoencoder = ae_lib.autoencoder_from_config(config.model,
+    self.autoencoder = autoencoder_model.autoencoder_from_config(config.model,
                                                       bn_axis_name)
-    self.disc_z = ae_lib.LatentDiscriminator(
+    self.disc_z = autoencoder_model.LatentDiscriminator(
         hidden=config.loss.get('zdisc_hidden', 1000))
-    self.disc_img = ae_lib.ImageDiscriminator(
+    self.disc_img = autoencoder_model.ImageDiscriminator(
         ndf=config.loss.get('disc_ndf', 32), bn_axis_name=bn_axis_name,
         input_normalization=config.model.get(
-            'input_normalization', ae_lib.NORMALIZE_SYMMETRIC))
+            'input_normalization', autoencoder_model.NORMALIZE_SYMMETRIC))
 
 
-# Caches keyed by the config's JSON: equal configs give the same functions
-# and static TrainState data (optimizer, apply_fn), so repeated runs in one
-# process (resumes, tests) reuse compiled code instead of recompiling.
-
-
-def _key(config) -> str:
-  return json.dumps({k: json.loads(config[k].to_json())
-                     for k in ('model', 'loss', 'optimizer', 'augment')
-                     if k in config} |
-                    {'num_train_steps': int(config.num_train_steps)},
-                    sort_keys=True)
-
-
-def _config(key: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(json.loads(key))
-
-
-@functools.lru_cache(maxsize=16)
-def _models(key: str, bn_axis_name: Optional[str] = None) -> Models:
-  return Models(_config(key), bn_axis_name)
-
-
-def init_variables(config, rng: jax.Array) -> dict:
+def init_variables(config, rng: jax.Array, models: Optional[Models] = None
+                   ) -> dict:
   """{'params', 'batch_stats'} for the autoencoder and enabled
   discriminators."""
-  return _jitted_init(_key(config))(rng)
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_init(key: str) -> Callable:
-  config = _config(key)
-  models = _models(key)
+  models = models or Models(config)
   r = config.model.resolution
   image = jnp.zeros((1, r, r, 3), jnp.float32)
 
@@ -347,24 +318,15 @@ def _jitted_init(key: str) -> Callable:
       batch_stats['disc_img'] = vd.get('batch_stats', {})
     return {'params': params, 'batch_stats': batch_stats}
 
-  return init
+  return init(rng)
 
 
-def create_train_state(config, rng: jax.Array) -> common.TrainState:
-  """Unreplicated TrainState; autoencoder and discriminators share one
-  optax.multi_transform (discriminators at discriminator_lr_factor x lr)."""
-  init_rng, state_rng = jax.random.split(rng)
-  variables = init_variables(config, init_rng)
-  return common.TrainState.create(
-      apply_fn=_models(_key(config)).autoencoder.apply,
-      params=variables['params'], batch_stats=variables['batch_stats'],
-      tx=_tx(_key(config)), rng=state_rng)
-
-
-@functools.lru_cache(maxsize=8)
-def _tx(key: str) -> optax.GradientTransformation:
-  config = _config(key)
-  shapes = jax.eval_shape(_jitted_init(key), jax.random.PRNGKey(0))
+def make_optimizer(config, params) -> optax.GradientTransformation:
+  """One optax.multi_transform over `params` (a pytree or its shapes): the
+  autoencoder at the configured lr, the image discriminator at
+  `discriminator_lr_factor` x that (3FabRec: 0.5) and D_z at
+  `zdisc_lr_factor` x (3FabRec: 1.0), each stepping every `disc_every` /
+  `zdisc_every` steps (`every_k_updates`)."""
   opt = config.optimizer
   ae_tx = common.make_optimizer(opt, config.num_train_steps)
 
@@ -383,8 +345,19 @@ def _tx(key: str) -> optax.GradientTransformation:
                           lc.get('zdisc_every', 1))}
   labels = {k: jax.tree_util.tree_map(
       lambda _, l=(k if k in txs else 'ae'): l, v)
-            for k, v in shapes['params'].items()}
+            for k, v in params.items()}
   return optax.multi_transform(txs, labels)
+
+
+def create_train_state(config, rng: jax.Array) -> common.TrainState:
+  """Unreplicated TrainState of the autoencoder and its discriminators."""
+  init_rng, state_rng = jax.random.split(rng)
+  models = Models(config)
+  variables = init_variables(config, init_rng, models)
+  return common.TrainState.create(
+      apply_fn=models.autoencoder.apply,
+      params=variables['params'], batch_stats=variables['batch_stats'],
+      tx=make_optimizer(config, variables['params']), rng=state_rng)
 
 
 def _ae_vars(params, batch_stats):
@@ -456,31 +429,27 @@ def losses(config, models: Models, params, batch_stats, image: Array,
   return loss_ae + loss_d, (metrics, new_stats)
 
 
+def train_step(state: common.TrainState, batch, *, config, models: Models
+               ) -> tuple[common.TrainState, common.Metrics]:
+  """Pure per-device step; pmap it with axis common.AXIS, binding `config`
+  and `models` (built with bn_axis_name=common.AXIS) by functools.partial."""
+  rng, aug_rng = jax.random.split(common.step_rng(state))
+  image = stage0_inputs(config, aug_rng, batch['image'])
+  # `losses` reports the autoencoder's own loss as metrics['loss'].
+  return common.apply_loss_gradients(
+      state, lambda p: losses(config, models, p, state.batch_stats,
+                              image, rng, step=state.step))
+
+
 def make_train_step(config) -> Callable:
-  """Pure per-device step (state, batch) -> (state, metrics); pmap with
-  axis common.AXIS (the same object for equal configs)."""
-  return _train_step(_key(config))
-
-
-@functools.lru_cache(maxsize=8)
-def _train_step(key: str) -> Callable:
-  config = _config(key)
-  models = _models(key, common.AXIS)
-
-  def train_step(state: common.TrainState, batch):
-    rng, aug_rng = jax.random.split(common.step_rng(state))
-    image = stage0_inputs(config, aug_rng, batch['image'])
-    # `losses` reports the autoencoder's own loss as metrics['loss'].
-    return common.apply_loss_gradients(
-        state, lambda p: losses(config, models, p, state.batch_stats,
-                                image, rng, step=state.step))
-
-  return train_step
+  """`train_step` with its static arguments bound, ready for jax.pmap."""
+  return functools.partial(train_step, config=config,
+                           models=Models(config, common.AXIS))
 
 
 def make_reconstruct_fn(config) -> Callable:
   """jitted (variables, images [N, R, R, 3]) -> reconstructions, z."""
-  model = ae_lib.autoencoder_from_config(config.model)
+  model = autoencoder_model.autoencoder_from_config(config.model)
   return jax.jit(lambda variables, images: model.apply(
       _ae_vars(variables['params'], variables['batch_stats']), images,
       train=False))
@@ -529,7 +498,9 @@ def train(config, workdir: Union[str, os.PathLike], batches,
   """Runs/resumes stage 0 in `workdir`; returns the final state (its
   checkpoint is what stage 1's `init_from` points at)."""
   eval_fn = make_eval_fn(config, eval_batches) if eval_batches else None
+  p_train_step = jax.pmap(make_train_step(config), axis_name=common.AXIS,
+                          donate_argnums=(0,))
   return common.train_loop(
       config, workdir, lambda rng: create_train_state(config, rng),
-      make_train_step(config), common.checked_batches(batches, REQUIRED),
+      p_train_step, common.checked_batches(batches, REQUIRED),
       eval_fn=eval_fn, stop_at_step=stop_at_step)

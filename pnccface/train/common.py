@@ -2,13 +2,15 @@
 
 Conventions every stage follows:
   * A train step is a pure per-device function `(state, batch) -> (state,
-    metrics)`. `train_loop` runs it under `jax.pmap(axis_name='batch')`; the
-    step itself averages gradients and metrics with `jax.lax.pmean(...,
-    AXIS)` and builds its models with `bn_axis_name=AXIS` so batch-norm
-    statistics are computed over the global batch (the pmapped step then
-    equals the single-device step on the concatenated batch).
+    metrics)`; each stage's `train` pmaps it once (`jax.pmap(
+    functools.partial(train_step, ...), axis_name=AXIS)`). The step averages
+    gradients and metrics with `jax.lax.pmean(..., AXIS)` and builds its
+    models with `bn_axis_name=AXIS` so batch-norm statistics are computed
+    over the global batch (the pmapped step then equals the single-device
+    step on the concatenated batch).
   * Batches are dicts of numpy arrays shaped [num_local_devices,
-    per_device_batch, ...] (`shard_batch` reshapes a flat batch).
+    per_device_batch, ...] (`data.pipeline.shard_for_pmap` reshapes a flat
+    batch).
   * Randomness inside a step comes from `step_rng(state)`: the state's base
     key folded with the step number (and the device index), so a resumed run
     draws the same numbers as an uninterrupted one.
@@ -26,7 +28,6 @@ Conventions every stage follows:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import time
@@ -107,17 +108,23 @@ def unreplicate(tree: PyTree) -> PyTree:
   return flax.jax_utils.unreplicate(tree)
 
 
-def shard_batch(batch: Batch, num_devices: Optional[int] = None) -> dict:
-  """Reshapes [B, ...] arrays to [D, B // D, ...] (B divisible by D)."""
-  d = num_devices or jax.local_device_count()
-  out = {}
-  for key, value in batch.items():
-    value = np.asarray(value)
-    if value.shape[0] % d:
-      raise ValueError(f'batch[{key!r}] has {value.shape[0]} examples, not '
-                       f'divisible by {d} devices')
-    out[key] = value.reshape((d, value.shape[0] // d) + value.shape[1:])
-  return out
+def unshard(x, ndim: int) -> np.ndarray:
+  """[D, B, ...] or [B, ...] -> [N, ...] with `ndim` dims (eval batches come
+  either way)."""
+  x = np.asarray(x)
+  return x.reshape((-1,) + x.shape[-(ndim - 1):]) if x.ndim > ndim else x
+
+
+def global_mean(total, count, axis_name: Optional[str] = None):
+  """total / count summed over `axis_name`, times the device count: the
+  pmean of these per-device values is the global-batch mean, so that
+  pmean'ed gradients are those of the global-batch loss."""
+  count = jax.lax.stop_gradient(count)
+  num_devices = 1
+  if axis_name is not None:
+    count = jax.lax.psum(count, axis_name)
+    num_devices = jax.lax.psum(1, axis_name)
+  return num_devices * total / jnp.maximum(count, 1e-6)
 
 
 def check_batch(batch: Batch, required: Mapping[str, int],
@@ -152,15 +159,6 @@ def apply_loss_gradients(state: TrainState, loss_fn: Callable
   grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   return new_state, jax.lax.pmean({'loss': loss, **metrics}, AXIS)
-
-
-@functools.lru_cache(maxsize=32)
-def pmap_step(train_step: Callable, donate: bool = True) -> Callable:
-  """jax.pmap over local devices with axis name AXIS (cached per function:
-  each jax.pmap wrapper compiles anew, so repeated loops in one process,
-  e.g. a resume, reuse the compiled step)."""
-  return jax.pmap(train_step, axis_name=AXIS,
-                  donate_argnums=(0,) if donate else ())
 
 
 # ----------------------------------------------------------------------------
@@ -470,8 +468,8 @@ def checked_batches(batches: BatchSource, required: Mapping[str, int]
 
 def train_loop(config, workdir: Union[str, os.PathLike],
                init_state_fn: Callable[[jax.Array], TrainState],
-               train_step: Callable[[TrainState, Batch],
-                                    tuple[TrainState, Metrics]],
+               p_train_step: Callable[[TrainState, Batch],
+                                      tuple[TrainState, Metrics]],
                batches: BatchSource,
                eval_fn: Optional[Callable[[TrainState], Mapping[str, Any]]]
                = None,
@@ -485,7 +483,8 @@ def train_loop(config, workdir: Union[str, os.PathLike],
       <workdir>/tensorboard.
     init_state_fn: PRNG key -> fresh unreplicated TrainState (only its
       structure matters when a checkpoint exists).
-    train_step: pure per-device step (see module docstring); pmapped here.
+    p_train_step: the stage's step, pmapped over AXIS (see module
+      docstring), taking and returning replicated states.
     batches: `start_step -> iterator` of [D, B, ...] numpy batches, the first
       being the batch of update `start_step` (0-based); or an iterator,
       advanced by start_step.
@@ -509,7 +508,6 @@ def train_loop(config, workdir: Union[str, os.PathLike],
   writer = SummaryWriter(workdir, config.get('use_tensorboard', True))
   progress = ProgressLogger(num_steps, config.get('log_every', 100), start)
   eval_every = int(config.get('eval_every', 0))
-  p_step = pmap_step(train_step)
   rstate = replicate(state)
   del state
   batch_iter = batch_iterator(batches, start)
@@ -529,7 +527,7 @@ def train_loop(config, workdir: Union[str, os.PathLike],
         batch = next(batch_iter)
       except StopIteration as e:
         raise RuntimeError(f'batch source ran out before update {step}') from e
-      rstate, metrics = p_step(rstate, batch)
+      rstate, metrics = p_train_step(rstate, batch)
       if progress.due(step):
         metrics = jax.tree_util.tree_map(
             lambda x: float(np.asarray(x)[0]), jax.device_get(metrics))

@@ -42,7 +42,7 @@ the defaults in configs/mofa.py keep MoFa's prior *ratios* (w_expression =
 0.8 w_shape, w_albedo = 1.7e-3 w_shape) and choose w_photo, w_landmark,
 w_shape for our normalisation: the photometric and landmark terms of
 similar size at a few-pixel error. The face model is truncated as MoFa's
-(`model.shape_components` etc., `mofa_lib.truncate_face_model`).
+(`model.shape_components` etc., `mofa_model.truncate_face_model`).
 
 Batches: {'image': [D, B, S, S, 3] float32 in [0, 1], 'landmarks_2d':
 [D, B, 68, 2] image pixels, 'landmark_weights': [D, B, 68] float32, and
@@ -52,6 +52,7 @@ encoder input is the image, or concat(image, pncc) (6 channels).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
@@ -62,7 +63,7 @@ import numpy as np
 from pnccface import render
 from pnccface.evaluation import report
 from pnccface.facemodel import MorphableModel
-from pnccface.models import mofa as mofa_lib
+from pnccface.models import mofa as mofa_model
 from pnccface.train import common
 
 Array = jnp.ndarray
@@ -142,7 +143,7 @@ def vertex_photometric_terms(vertices_screen, triangles, colours, image,
     vertices_screen: [B, V, 3] screen vertices (u_i = their x, y).
     triangles: [T, 3]; visibility is that of the z-buffer (a vertex counts
       when one of its triangles is visible at a pixel, `visible_vertices`).
-    colours: [B, V, 3] shaded vertex colours c_i (`mofa_lib.vertex_colours`).
+    colours: [B, V, 3] shaded vertex colours c_i (`mofa_model.vertex_colours`).
     image: [B, S, S, 3] the input image I.
     norm: see `photometric_distance`.
   """
@@ -171,25 +172,14 @@ def landmark_terms(pred, target, weights, image_size: int
           jnp.sum(weights * dist) / image_size, jnp.sum(weights))
 
 
-def prior_terms(code: mofa_lib.FaceCode) -> dict[str, Array]:
+def prior_terms(code: mofa_model.FaceCode) -> dict[str, Array]:
   """Batch means of the summed squared standardised coefficients."""
   return {name: jnp.mean(jnp.sum(getattr(code, name)**2, axis=-1))
           for name in ('shape', 'expression', 'albedo')}
 
 
-def _global_mean(total, count, axis_name):
-  """total / global count, scaled by the device count when under pmap, so
-  that the pmean of per-device values is the global-batch mean."""
-  count = jax.lax.stop_gradient(count)
-  num_devices = 1
-  if axis_name is not None:
-    count = jax.lax.psum(count, axis_name)
-    num_devices = jax.lax.psum(1, axis_name)
-  return num_devices * total / jnp.maximum(count, 1e-6)
-
-
-def mofa_loss(recon: mofa_lib.Reconstruction, code: mofa_lib.FaceCode, batch,
-              loss_config, axis_name: Optional[str] = None,
+def mofa_loss(recon: mofa_model.Reconstruction, code: mofa_model.FaceCode,
+              batch, loss_config, axis_name: Optional[str] = None,
               face_model: Optional[MorphableModel] = None
               ) -> tuple[Array, dict[str, Array]]:
   """The weighted MoFa loss (module docstring) and its terms.
@@ -208,15 +198,15 @@ def mofa_loss(recon: mofa_lib.Reconstruction, code: mofa_lib.FaceCode, batch,
       raise ValueError("photo_domain='vertex' needs the face_model")
     photo_sum, n_pix = vertex_photometric_terms(
         recon.vertices_screen, face_model.triangles,
-        mofa_lib.vertex_colours(code, face_model, recon.vertices_screen),
+        mofa_model.vertex_colours(code, face_model, recon.vertices_screen),
         batch['image'][..., :3], norm)
   else:
     raise ValueError(f"unknown photo_domain {domain!r} ('pixel', 'vertex')")
   land_sq, land_dist, n_land = landmark_terms(
       recon.landmarks_2d, batch['landmarks_2d'], batch['landmark_weights'],
       size)
-  photo = _global_mean(photo_sum, n_pix, axis_name)
-  landmark = _global_mean(land_sq, n_land, axis_name)
+  photo = common.global_mean(photo_sum, n_pix, axis_name)
+  landmark = common.global_mean(land_sq, n_land, axis_name)
   priors = prior_terms(code)
   loss = (loss_config.w_photo * photo + loss_config.w_landmark * landmark +
           loss_config.w_shape * priors['shape'] +
@@ -226,9 +216,10 @@ def mofa_loss(recon: mofa_lib.Reconstruction, code: mofa_lib.FaceCode, batch,
       'photometric': photo,
       'landmark': landmark,
       'landmark_error': jax.lax.stop_gradient(
-          _global_mean(land_dist, n_land, axis_name)),
-      'face_fraction': jax.lax.stop_gradient(_global_mean(
-          jnp.sum(recon.mask), float(np.prod(recon.mask.shape)), axis_name)),
+          common.global_mean(land_dist, n_land, axis_name)),
+      'face_fraction': jax.lax.stop_gradient(
+          common.global_mean(jnp.sum(recon.mask),
+                             float(np.prod(recon.mask.shape)), axis_name)),
       **{f'prior_{k}': v for k, v in priors.items()},
   }
   return loss, metrics
@@ -240,13 +231,13 @@ def mofa_loss(recon: mofa_lib.Reconstruction, code: mofa_lib.FaceCode, batch,
 
 def face_model_for(config, face_model: MorphableModel) -> MorphableModel:
   """The model MoFa decodes with: `face_model` truncated by `config.model`
-  (`mofa_lib.face_model_from_config`); every function here applies it."""
-  return mofa_lib.face_model_from_config(config.model, face_model)
+  (`mofa_model.face_model_from_config`); every function here applies it."""
+  return mofa_model.face_model_from_config(config.model, face_model)
 
 
 def make_encoder(config, face_model: MorphableModel,
-                 bn_axis_name: Optional[str] = None) -> mofa_lib.MoFaEncoder:
-  return mofa_lib.encoder_from_config(
+                 bn_axis_name: Optional[str] = None) -> mofa_model.MoFaEncoder:
+  return mofa_model.encoder_from_config(
       config.model, face_model_for(config, face_model), bn_axis_name)
 
 
@@ -278,43 +269,47 @@ def create_train_state(config, face_model: MorphableModel,
 
 
 def _encoder_input(config, batch) -> Array:
-  return mofa_lib.encoder_input(batch['image'],
+  return mofa_model.encoder_input(batch['image'],
                                 batch['pncc'] if config.use_pncc else None)
 
 
 def _face_fraction(config) -> float:
-  return config.model.get('face_fraction', mofa_lib.DEFAULT_FACE_FRACTION)
+  return config.model.get('face_fraction', mofa_model.DEFAULT_FACE_FRACTION)
+
+
+def train_step(state: common.TrainState, batch, face_model: MorphableModel,
+               *, config, encoder: mofa_model.MoFaEncoder
+               ) -> tuple[common.TrainState, common.Metrics]:
+  """Pure per-device step; pmap it with axis common.AXIS, binding `config`
+  and `encoder` (built with bn_axis_name=common.AXIS). `face_model` is an
+  argument, not a closed-over constant: XLA would constant-fold its bases
+  at every compile (seconds, and a slow-operation alarm in the log)."""
+  def loss_fn(params):
+    variables = {'params': params}
+    if state.batch_stats:
+      variables['batch_stats'] = state.batch_stats
+      code, new_vars = encoder.apply(variables, _encoder_input(config, batch),
+                                     train=True, mutable=['batch_stats'])
+      batch_stats = new_vars['batch_stats']
+    else:
+      code = encoder.apply(variables, _encoder_input(config, batch),
+                           train=True)
+      batch_stats = state.batch_stats
+    recon = mofa_model.decode(code, face_model, batch['image'],
+                            face_fraction=_face_fraction(config))
+    loss, metrics = mofa_loss(recon, code, batch, config.loss,
+                              axis_name=common.AXIS, face_model=face_model)
+    return loss, (metrics, batch_stats)
+
+  return common.apply_loss_gradients(state, loss_fn)
 
 
 def make_train_step(config, face_model: MorphableModel) -> Callable:
-  """Pure per-device step (state, batch) -> (state, metrics), to be pmapped
-  with axis common.AXIS. `face_model` is closed over (a constant of the
-  compiled step)."""
-  face_model = face_model_for(config, face_model)
-  encoder = make_encoder(config, face_model, bn_axis_name=common.AXIS)
-  face_fraction = _face_fraction(config)
-
-  def train_step(state: common.TrainState, batch):
-    def loss_fn(params):
-      variables = {'params': params}
-      if state.batch_stats:
-        variables['batch_stats'] = state.batch_stats
-        code, new_vars = encoder.apply(variables, _encoder_input(config, batch),
-                                       train=True, mutable=['batch_stats'])
-        batch_stats = new_vars['batch_stats']
-      else:
-        code = encoder.apply(variables, _encoder_input(config, batch),
-                             train=True)
-        batch_stats = state.batch_stats
-      recon = mofa_lib.decode(code, face_model, batch['image'],
-                              face_fraction=face_fraction)
-      loss, metrics = mofa_loss(recon, code, batch, config.loss,
-                                axis_name=common.AXIS, face_model=face_model)
-      return loss, (metrics, batch_stats)
-
-    return common.apply_loss_gradients(state, loss_fn)
-
-  return train_step
+  """`train_step` with its static arguments bound, ready for jax.pmap
+  (called as step(state, batch, face_model))."""
+  return functools.partial(
+      train_step, config=config,
+      encoder=make_encoder(config, face_model, bn_axis_name=common.AXIS))
 
 
 # ----------------------------------------------------------------------------
@@ -330,19 +325,13 @@ def make_predict_fn(config, face_model: MorphableModel) -> Callable:
 
   @jax.jit
   def predict(variables, image, pncc=None):
-    code = encoder.apply(variables, mofa_lib.encoder_input(image, pncc),
+    code = encoder.apply(variables, mofa_model.encoder_input(image, pncc),
                          train=False)
-    recon = mofa_lib.decode(code, face_model, image,
+    recon = mofa_model.decode(code, face_model, image,
                             face_fraction=face_fraction)
     return recon, code
 
   return predict
-
-
-def _flat(x, ndim: int) -> np.ndarray:
-  """[D, B, ...] or [B, ...] -> [N, ...] with `ndim` dims."""
-  x = np.asarray(x)
-  return x.reshape((-1,) + x.shape[-(ndim - 1):]) if x.ndim > ndim else x
 
 
 def _draw_points(image: np.ndarray, points: np.ndarray, colour) -> None:
@@ -357,7 +346,7 @@ _render_pncc = jax.jit(render.render_pncc,
                        static_argnames=('height', 'width', 'method'))
 
 
-def summary_images(image, recon: mofa_lib.Reconstruction,
+def summary_images(image, recon: mofa_model.Reconstruction,
                    face_model: MorphableModel, landmarks_2d=None
                    ) -> np.ndarray:
   """TensorBoard strip per sample: input | rendered | overlay | PNCC.
@@ -409,17 +398,19 @@ def evaluate(config, face_model: MorphableModel, variables,
   outputs = {k: [] for k in ('vertices_screen', 'yaw_degrees', 'pitch_degrees',
                              'roll_degrees', 'pose_para')}
   for batch in batches:
-    image = jnp.asarray(_flat(batch['image'], 4))
-    pncc = (jnp.asarray(_flat(batch['pncc'], 4)) if config.use_pncc else None)
+    image = jnp.asarray(common.unshard(batch['image'], 4))
+    pncc = (jnp.asarray(common.unshard(batch['pncc'], 4)) if config.use_pncc
+            else None)
     recon, _ = predict(variables, image, pncc)
     p, n = photometric_terms(recon.image, image, recon.mask, norm)
     photo, n_pix = photo + float(p), n_pix + float(n)
     if 'landmarks_2d' in batch:
-      weights = (_flat(batch['landmark_weights'], 2)
+      weights = (common.unshard(batch['landmark_weights'], 2)
                  if 'landmark_weights' in batch else
                  np.ones(recon.landmarks_2d.shape[:2], np.float32))
       _, d, w = landmark_terms(recon.landmarks_2d,
-                               jnp.asarray(_flat(batch['landmarks_2d'], 3)),
+                               jnp.asarray(common.unshard(batch['landmarks_2d'],
+                                                          3)),
                                jnp.asarray(weights), image.shape[1])
       land, n_land = land + float(d), n_land + float(w)
     for key in outputs:
@@ -462,12 +453,12 @@ def make_eval_fn(config, face_model: MorphableModel,
       out['eval/landmark_error'] = results['landmark_error']
     if num_images:
       first = source[0]
-      image = _flat(first['image'], 4)[:num_images]
-      pncc = (_flat(first['pncc'], 4)[:num_images] if config.use_pncc else
-              None)
+      image = common.unshard(first['image'], 4)[:num_images]
+      pncc = (common.unshard(first['pncc'], 4)[:num_images]
+              if config.use_pncc else None)
       recon, _ = predict(variables, jnp.asarray(image),
                          None if pncc is None else jnp.asarray(pncc))
-      lms = (_flat(first['landmarks_2d'], 3)[:num_images]
+      lms = (common.unshard(first['landmarks_2d'], 3)[:num_images]
              if 'landmarks_2d' in first else None)
       out['image/mofa'] = summary_images(image, recon, face_model, lms)
     return out
@@ -484,11 +475,15 @@ def train(config, workdir: Union[str, os.PathLike],
   format (or an iterator; see common.train_loop). eval_batches: see
   `make_eval_fn`.
   """
+  face_model = face_model_for(config, face_model)  # MoFa's truncation
   eval_fn = (make_eval_fn(config, face_model, eval_batches)
              if eval_batches else None)
+  p_train_step = jax.pmap(make_train_step(config, face_model),
+                          axis_name=common.AXIS, donate_argnums=(0,))
+  replicated_model = common.replicate(face_model)
   return common.train_loop(
       config, workdir,
       lambda rng: create_train_state(config, face_model, rng),
-      make_train_step(config, face_model),
+      lambda state, batch: p_train_step(state, batch, replicated_model),
       common.checked_batches(batches, required_keys(config)),
       eval_fn=eval_fn, stop_at_step=stop_at_step)
