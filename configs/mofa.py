@@ -25,6 +25,9 @@ def model_config() -> ml_collections.ConfigDict:
       initial_irradiance=1.0,  # ambient light of the initial prediction
       head_init_scale=1e-3,  # initial prediction ~ mean frontal face
       face_fraction=0.525,  # default scale: landmark box / image height
+      # MoFa keeps 80 shape / 64 expression / 80 reflectance components;
+      # 3DDFA's expression basis has 29, all kept (-1 = all).
+      shape_components=80, expression_components=-1, albedo_components=80,
   ))
 
 
@@ -51,12 +54,13 @@ def get_config(arg=None):
   # Weights on our normalised terms: MoFa's published ones do not transfer
   # (pnccface/train/mofa.py says why).
   config.loss = ml_collections.ConfigDict(dict(
-      photo_norm='l2',  # 'l2': squared RGB distance; 'l21': its root
+      photo_norm='l21',  # MoFa's l2,1: RGB distance; 'l2': its square
+      photo_domain='pixel',  # 'vertex': at projected visible vertices (MoFa)
       w_photo=1.0,
       w_landmark=30.0,  # on (pixel error / image size)^2
       w_shape=1e-4,  # on sum of squared standardised coefficients
       w_expression=8e-5,  # MoFa's 0.8 x the shape prior weight
-      w_albedo=1e-4,
+      w_albedo=1.7e-7,  # MoFa's 1.7e-3 x the shape prior weight
   ))
   config.log_every = 100
   config.eval_every = 5_000  # 0: at the end only

@@ -36,7 +36,9 @@ def get_config(arg=None):
   ae = config.autoencoder
   ae.batch_size, ae.num_train_steps = 16, 1000
   ae.optimizer.lr = 3e-4
-  ae.loss.update(dict(with_gan=False, disc_ndf=16, zdisc_hidden=256))
+  # 1000 steps hold no 3FabRec phases: the structural loss from the start.
+  ae.loss.update(dict(with_gan=False, disc_ndf=16, zdisc_hidden=256,
+                      ssim_start_step=0))
   ae.eval_every, ae.checkpoint_every = 500, 250
   config.pncc_full.batch_size, config.pncc_full.num_train_steps = 16, 600
   config.pncc_few.num_train_steps = 300

@@ -21,6 +21,8 @@ def model_config() -> ml_collections.ConfigDict:
       freeze_encoder=True,
       freeze_decoder=True,
       from_scratch_decoder=False,  # ablation: needs freeze_decoder=False
+      # '3fabrec' (image - VGGFace2 mean) for weights from import_3fabrec.py
+      input_normalization='symmetric',
   ))
 
 

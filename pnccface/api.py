@@ -221,7 +221,9 @@ def load_reconstructor(workdir, pncc_predictor: PNCCPredictor | str | None
   config = load_workdir_config(workdir, 'mofa')
   if isinstance(pncc_predictor, (str, pathlib.Path)):
     pncc_predictor = load_pncc_predictor(pncc_predictor)
-  face_model = stages.load_face_model(config.face_model)
+  # Truncated as the stage was trained (MoFa's component counts).
+  face_model = mofa_train.face_model_for(
+      config, stages.load_face_model(config.face_model))
   return Reconstructor(config, common.load_apply_variables(workdir), face_model,
                        pncc_predictor,
                        mofa_train.make_predict_fn(config, face_model))

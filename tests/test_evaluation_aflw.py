@@ -1,5 +1,6 @@
 """Sparse 68-landmark NME on the 60 shared AFLW2000-3D samples."""
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from pnccface import facemodel
 from pnccface.data import crop
 from pnccface.evaluation import aflw
+from pnccface.evaluation import metrics
 
 
 @pytest.fixture(scope='module')
@@ -58,6 +60,42 @@ def test_predict_on_crops_maps_back_to_the_image(release):
 
   predicted = aflw.predict_on_crops(folder, params[:5], oracle, crop_size=64)
   np.testing.assert_allclose(predicted, gt, atol=1e-3)
+
+
+def test_default_binning_is_3ddfas_raw_pose_para_yaw(shared_data):
+  """3DDFA's benchmark bins |AFLW2000-3D.pose.npy|: 1312 / 383 / 305."""
+  yaws = np.load(shared_data / '3ddfa' / 'AFLW2000-3D.pose.npy')
+  counts = metrics.nme_by_yaw_bins(np.zeros(yaws.shape), yaws)
+  assert [counts[f'count {name}'] for name in metrics.YAW_BIN_NAMES] == [
+      1312, 383, 305]
+  # Our sample is every 33rd file of the release (image00002 is entry 0);
+  # pose.npy holds exactly the raw Pose_Para yaw in degrees that
+  # `evaluate_landmarks` bins by default.
+  params = aflw.read_release(shared_data / 'aflw2000_3d_sample')
+  np.testing.assert_allclose(aflw.yaw_degrees(params),
+                             yaws[::33][:len(params)], atol=1e-4)
+  # Where the fitted angles leave the usual range (pose.npy has yaws down to
+  # -351), the canonical yaw of the rebuilt rotation bins elsewhere: pitch
+  # 180, yaw 170, roll 180 is the rotation of yaw 10.
+  flipped = dataclasses.replace(params[0], pose_para=np.concatenate(
+      [np.radians([180.0, 170.0, 180.0]), params[0].pose_para[3:]]))
+  assert aflw.yaw_degrees([flipped])[0] == pytest.approx(170.0)
+  assert abs(aflw.yaw_degrees([flipped], aflw.YAW_ROTATION)[0]) == (
+      pytest.approx(10.0))
+
+
+def test_evaluate_landmarks_bins_by_the_chosen_yaw(release):
+  params, sparse = release
+  predicted = aflw.posed_landmarks(params, sparse)
+  gt, _ = aflw.ground_truth(params)
+  nme = metrics.landmark_nme_2d(predicted, gt)
+  for source in aflw.YAW_SOURCES:
+    expected = metrics.nme_by_yaw_bins(nme, aflw.yaw_degrees(params, source))
+    assert aflw.evaluate_landmarks(predicted, params, source) == expected
+  assert aflw.evaluate_landmarks(predicted, params) == metrics.nme_by_yaw_bins(
+      nme, np.degrees([p.pose_para[1] for p in params]))
+  with pytest.raises(ValueError, match='yaw_source'):
+    aflw.evaluate_landmarks(predicted, params, 'pitch')
 
 
 def test_release_in_aflw2000_subfolder_and_corrupt_jpg_named(shared_data,

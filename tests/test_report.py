@@ -162,3 +162,83 @@ def test_evaluate_method_on_real_poses(shared_data):
   assert swapped[report.FACE_REC] < 1e-5
   assert swapped[report.YAW] == pytest.approx(
       metrics.yaw_mae(np.degrees(other_pose[:, 1]), yaw))
+
+
+def _face_with_eyes():
+  """70 points: 68 'landmarks' + 2; gt box 100 x 64 (sqrt = 80), eyes 60.83.
+
+  The outer eye corners (36, 45) are (-30, 0, 0) and (30, 0, 10): the 3D
+  outer-interocular distance is sqrt(60^2 + 10^2).
+  """
+  rng = np.random.default_rng(3)
+  points = np.zeros((70, 3))
+  points[:, 0] = rng.uniform(-50, 50, 70)
+  points[:, 1] = rng.uniform(-32, 32, 70)
+  points[:, 2] = rng.uniform(-5, 5, 70)
+  points[0, :2], points[1, :2] = (-50, -32), (50, 32)  # the box corners
+  points[36], points[45] = (-30, 0, 0), (30, 0, 10)
+  return points
+
+
+def test_interocular_normaliser_hand_computed():
+  gt_vertices = _face_with_eyes()[None]
+  noise = np.random.default_rng(4).normal(size=gt_vertices.shape)
+  gt = report.FaceGeometry(gt_vertices, np.zeros(1))
+  pred = report.FaceGeometry(gt_vertices + noise, np.zeros(1))
+  box = report.evaluate_method(pred, gt)
+  interocular = report.evaluate_method(
+      pred, gt, face_rec_normalizer='interocular',
+      landmark_indices=np.arange(68))
+  # Same aligned error, divided by 60.83 instead of 80.
+  assert interocular[report.FACE_REC] == pytest.approx(
+      box[report.FACE_REC] * 80 / np.sqrt(60**2 + 10**2))
+  assert interocular[report.DENSE_3D] == box[report.DENSE_3D]
+  with pytest.raises(ValueError, match='landmark_indices'):
+    report.evaluate_method(pred, gt, face_rec_normalizer='interocular')
+  with pytest.raises(ValueError, match='face_rec_normalizer'):
+    report.evaluate_method(pred, gt, face_rec_normalizer='iod')
+
+
+# ICT-FaceKit's narrow face area reaches 27 mm under the chin landmark (the
+# jaw's underside); the procedural mask stops 12 mm under it.
+@pytest.mark.parametrize('which,neck_mm', [('default', 30.0),
+                                           ('procedural', 10.0)])
+def test_prnet_protocol_evaluates_the_face_region_only(which, neck_mm):
+  """Moving only the neck changes every metric but PRNet's."""
+  from pnccface import facemodel  # pylint: disable=g-import-not-at-top
+  model = (facemodel.default_model() if which == 'default' else
+           facemodel.procedural_model())
+  region = report.face_region(model)
+  mean = np.asarray(model.mean_shape, np.float64)
+  assert region.dtype == bool and 0.2 < region.mean() < 0.9
+  lowest = mean[:, 1] < mean[model.landmark_indices[8], 1] - neck_mm
+  assert lowest.any() and not region[lowest].any()
+  gt = report.FaceGeometry(mean[None], np.zeros(1))
+  neck_moved = mean + np.where(lowest[:, None], [0., -40., 15.], 0.)
+  values = report.evaluate_protocols(
+      report.FaceGeometry(neck_moved[None], np.zeros(1)), gt, model)
+  assert set(values) == {report.PRNET, report.ALL_VERTICES}
+  assert values[report.PRNET] == pytest.approx(
+      {'Dense 2D': 0, 'Dense 3D': 0, 'Face Rec.': 0, 'Yaw': 0}, abs=1e-9)
+  assert values[report.ALL_VERTICES][report.DENSE_2D] > 1e-3
+  assert values[report.ALL_VERTICES][report.FACE_REC] > 1e-4
+
+
+def test_protocol_report_prints_both_and_reads_back_the_default(tmp_path):
+  other = [report.Table1Row('ours_mofa', 0.05, 0.07, 0.03, 5.0)]
+  by_protocol = {report.ALL_VERTICES: other, report.PRNET: ROWS}
+  markdown_path, json_path = report.write_protocol_report(by_protocol,
+                                                          tmp_path)
+  text = markdown_path.read_text()
+  # The default (PRNet) comes first, with the paper's rows beside it.
+  first, second = text.split('### ')[1:]
+  assert first.startswith(report.PROTOCOL_TITLES[report.PRNET])
+  assert '| ours_mofa | 4.57 | 6.12 | 7.89 | 5.12 |' in first
+  assert '| MoFa (paper) | 4.31 |' in first and '(paper)' not in second
+  assert '| ours_mofa | 5.00 | 7.00 | 3.00 | 5.00 |' in second
+  assert report.read_report(tmp_path) == ROWS
+  payload = json.loads(json_path.read_text())
+  assert payload['protocol'] == report.PRNET
+  assert payload['protocols'][report.ALL_VERTICES][0]['Face Rec.'] == 0.03
+  with pytest.raises(KeyError, match='default protocol'):
+    report.write_protocol_report({report.ALL_VERTICES: other}, tmp_path)

@@ -5,6 +5,15 @@ ground-truth landmarks' box (`metrics.landmark_nme_2d`), reported overall and
 per |yaw| bin with their balanced mean (`metrics.nme_by_yaw_bins`). The
 ground truth is `pt3d_68`'s x, y; yaw comes from `Pose_Para`.
 
+Yaw binning (`YAW_SOURCES`): 3DDFA's `benchmark_aflw2000.py` bins by
+`np.abs(yaws_list)` with `yaws_list = AFLW2000-3D.pose.npy`, which is the raw
+`Pose_Para[1]` in degrees (checked entry by entry on the shared sample; its
+range is -351..188 degrees, since a few fitted Euler triples leave [-180, 180])
+and gives 1312 / 383 / 305 images in [0,30] / (30,60] / (60,90]. That is the
+default, 'pose_para'. 'rotation' bins by the canonical yaw of the rotation the
+three angles build (`geometry.rotation_to_euler_degrees`), which moves two
+images (image03123, image04157) to another bin.
+
 Two references need no trained model: the landmarks rebuilt from each file's
 own parameters with 3DDFA's sparse 40/10-component basis (near 0: the
 truncated basis is the only error), and the mean face posed with the true
@@ -29,6 +38,11 @@ from pnccface.facemodel import read_face_params
 
 IMAGE_SIZE = 450
 
+# How the yaw that bins the NME is read from Pose_Para (see module docstring).
+YAW_POSE_PARA = 'pose_para'  # 3DDFA's benchmark: raw Pose_Para[1], degrees
+YAW_ROTATION = 'rotation'    # canonical yaw of the rebuilt rotation
+YAW_SOURCES = (YAW_POSE_PARA, YAW_ROTATION)
+
 
 def read_release(folder) -> list[FaceParams]:
   """The parameter files of an AFLW2000-3D folder (or of its `AFLW2000/`
@@ -40,13 +54,34 @@ def read_release(folder) -> list[FaceParams]:
   return [read_face_params(p.with_suffix('.mat')) for p in samples.values()]
 
 
-def ground_truth(params: Sequence[FaceParams]) -> tuple[np.ndarray, np.ndarray]:
-  """pt3d_68 x, y in the image frame [N, 68, 2] and yaw in degrees [N]."""
+def yaw_degrees(params: Sequence[FaceParams],
+                yaw_source: str = YAW_POSE_PARA) -> np.ndarray:
+  """[N] ground-truth yaw in degrees, read as `yaw_source` says.
+
+  Args:
+    yaw_source: 'pose_para' (3DDFA's `AFLW2000-3D.pose.npy`: the file's
+      Pose_Para[1], unwrapped) or 'rotation' (canonical yaw of the rotation
+      built from the file's three angles).
+  """
+  if yaw_source == YAW_POSE_PARA:
+    return np.degrees([float(p.pose_para[1]) for p in params])
+  if yaw_source == YAW_ROTATION:
+    return np.array([
+        float(geometry.rotation_to_euler_degrees(
+            geometry.euler_to_rotation(*p.pose_para[:3]))[1]) for p in params])
+  raise ValueError(f'unknown yaw_source {yaw_source!r}; use one of '
+                   f'{YAW_SOURCES}')
+
+
+def ground_truth(params: Sequence[FaceParams],
+                 yaw_source: str = YAW_POSE_PARA
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """pt3d_68 x, y in the image frame [N, 68, 2] and yaw in degrees [N].
+
+  The yaw is `yaw_degrees(params, yaw_source)`.
+  """
   landmarks = np.stack([p.landmarks_image_xy() for p in params])
-  yaw = np.array([
-      float(geometry.rotation_to_euler_degrees(
-          geometry.euler_to_rotation(*p.pose_para[:3]))[1]) for p in params])
-  return landmarks, yaw
+  return landmarks, yaw_degrees(params, yaw_source)
 
 
 def posed_landmarks(params: Sequence[FaceParams], sparse_model: MorphableModel,
@@ -70,10 +105,17 @@ def posed_landmarks(params: Sequence[FaceParams], sparse_model: MorphableModel,
   return np.stack(out)
 
 
-def evaluate_landmarks(predicted: np.ndarray, params: Sequence[FaceParams]
-                       ) -> dict[str, float]:
-  """3DDFA's table: NME (fractions) overall, per yaw bin and balanced."""
-  gt, yaw = ground_truth(params)
+def evaluate_landmarks(predicted: np.ndarray, params: Sequence[FaceParams],
+                       yaw_source: str = YAW_POSE_PARA) -> dict[str, float]:
+  """3DDFA's table: NME (fractions) overall, per yaw bin and balanced.
+
+  Args:
+    predicted: [N, 68, 2] landmarks in the 450 x 450 image frame.
+    params: the release's parameter files (`read_release`), same order.
+    yaw_source: the binning yaw, 3DDFA's raw Pose_Para yaw by default (see
+      `yaw_degrees`).
+  """
+  gt, yaw = ground_truth(params, yaw_source)
   return metrics.nme_by_yaw_bins(metrics.landmark_nme_2d(predicted, gt), yaw)
 
 

@@ -88,13 +88,19 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
     ground_truth: `synthetic_ground_truth` (or AFLW2000-3D's geometry).
     output_dir: where the report goes.
     caption: names the evaluation data, above the table.
+
+  Returns:
+    The rows under `report.DEFAULT_PROTOCOL` (PRNet's); table1.md and
+    table1.json hold every protocol of `report.PROTOCOLS`.
   """
-  rows, overlays, inputs = {}, {}, None
+  by_protocol, overlays, inputs = {}, {}, None
   for name, (config, workdir, arrays) in methods.items():
     prediction = stages.predict_mofa(config, workdir, arrays)
-    rows[name] = report.evaluate_method(
-        mofa_train.predicted_geometry(prediction), ground_truth)
     model = stages.load_face_model(config.face_model)
+    for protocol, values in report.evaluate_protocols(
+        mofa_train.predicted_geometry(prediction), ground_truth,
+        model).items():
+      by_protocol.setdefault(protocol, {})[name] = values
     size = arrays['image'].shape[1]
     factor = max(FIGURE_SIZE, size) / size  # small inputs are drawn larger
     inputs = [figures.resize(image, round(size * factor))
@@ -102,12 +108,12 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
     overlays[name] = [
         figures.mesh_overlay(image, vertices * factor, model.triangles)
         for image, vertices in zip(inputs, prediction['vertices_screen'])]
-  report.write_report(rows, output_dir, caption=caption)
+  report.write_protocol_report(by_protocol, output_dir, caption=caption)
   columns = [list(inputs)] + list(overlays.values())
   figure = figures.image_grid([list(r) for r in zip(*columns)])
   figures.save_png(pathlib.Path(output_dir) / 'figure3.png', figure)
-  print(report.format_markdown(rows, caption=caption))
-  return rows
+  print(report.format_protocols(by_protocol, caption=caption))
+  return by_protocol[report.DEFAULT_PROTOCOL]
 
 
 # ----------------------------------------------------------------------------

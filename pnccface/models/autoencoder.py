@@ -5,9 +5,14 @@ Architecture facts follow 3FabRec's public code (browatbn2/3FabRec,
 `networks/archs.py`); the code here is our own Flax linen version.
 
 Images everywhere at this module's boundary are float32 [B, H, W, 3] in [0, 1]
-(NHWC). Internally the encoder sees `2 * image - 1` and the decoder ends in
-tanh, mapped back to [0, 1]; 3FabRec works on normalised images with a tanh
-decoder too, so only the affine map differs.
+(NHWC). Internally the encoder (and the image discriminator) sees a
+normalised image and the decoder ends in tanh, mapped back to image units by
+the inverse map (`input_normalization`): 'symmetric' (default) is
+`2 * image - 1` with `(tanh + 1) / 2` back; '3fabrec' is 3FabRec's
+`image - VGGFACE2_MEAN` (std 1, `csl_common/utils/transforms.py`
+`Normalize`) with `tanh + mean` back (then the reconstruction may leave
+[0, 1] by up to the mean, exactly as 3FabRec's denormalised output). Weights
+imported from 3FabRec (`import_3fabrec`) need '3fabrec'.
 
 Encoder (ResNet-18 style; `encoder_blocks` BasicBlocks per stage, 2 in 3FabRec):
   7x7/2 conv + BN + ReLU (resolution R/2, width w) -> 3x3/2 max-pool (R/4) ->
@@ -65,6 +70,36 @@ import optax
 
 Array = jnp.ndarray
 PyTree = Any
+
+NORMALIZE_SYMMETRIC = 'symmetric'  # 2 x - 1
+NORMALIZE_3FABREC = '3fabrec'      # x - VGGFace2 mean, std 1
+INPUT_NORMALIZATIONS = (NORMALIZE_SYMMETRIC, NORMALIZE_3FABREC)
+# 3FabRec's per-channel (RGB) VGGFace(2) mean, csl_common/utils/transforms.py.
+VGGFACE2_MEAN = (0.518, 0.418, 0.361)
+
+
+def _check_normalization(mode: str) -> None:
+  if mode not in INPUT_NORMALIZATIONS:
+    raise ValueError(f'unknown input_normalization {mode!r}; use one of '
+                     f'{INPUT_NORMALIZATIONS}')
+
+
+def normalize_image(image: Array, mode: str = NORMALIZE_SYMMETRIC) -> Array:
+  """[..., 3] image in [0, 1] -> the networks' input space."""
+  _check_normalization(mode)
+  if mode == NORMALIZE_3FABREC:
+    return image - jnp.asarray(VGGFACE2_MEAN, image.dtype)
+  return 2.0 * image - 1.0
+
+
+def image_from_tanh(t: Array, mode: str = NORMALIZE_SYMMETRIC) -> Array:
+  """Decoder tanh output [..., 3] -> image units (inverse of
+  `normalize_image`)."""
+  _check_normalization(mode)
+  if mode == NORMALIZE_3FABREC:
+    return t + jnp.asarray(VGGFACE2_MEAN, t.dtype)
+  return 0.5 * (t + 1.0)
+
 
 # PyTorch ConvTranspose2d(kernel 4, stride 2, padding 1) doubles the size; in
 # lax's transposed-conv convention that is padding k - 1 - p = 2 on each side.
@@ -170,12 +205,14 @@ class Encoder(nn.Module):
     z_dim: latent size (99 in 3FabRec).
     blocks: BasicBlocks per stage (2 = ResNet-18).
     bn_axis_name: pmap axis for cross-device batch statistics (or None).
+    input_normalization: 'symmetric' or '3fabrec' (`normalize_image`).
   """
   resolution: int = 256
   base_width: int = 64
   z_dim: int = 99
   blocks: int = 2
   bn_axis_name: Optional[str] = None
+  input_normalization: str = NORMALIZE_SYMMETRIC
 
   @nn.compact
   def __call__(self, image: Array, train: bool
@@ -196,7 +233,7 @@ class Encoder(nn.Module):
       raise ValueError(f'Encoder expects [B, {r}, {r}, 3] images, got '
                        f'{image.shape}')
     num_decoder_stages(r)  # validates r
-    x = 2.0 * image - 1.0
+    x = normalize_image(image, self.input_normalization)
     x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False,
                 name='stem_conv')(x)
     x = _batch_norm(self.bn_axis_name, 'stem_bn')(
@@ -226,6 +263,7 @@ class Decoder(nn.Module):
   z_dim: int = 99
   blocks: int = 1
   bn_axis_name: Optional[str] = None
+  input_normalization: str = NORMALIZE_SYMMETRIC
 
   def setup(self):
     w0 = stage_width(self.base_width, 4)
@@ -264,7 +302,8 @@ class Decoder(nn.Module):
     x = self.stem(z, train)
     for k in range(1, len(self.layers) + 1):
       x = self.stage(k, x, train)
-    return 0.5 * (jnp.tanh(self.out_conv(x)) + 1.0)
+    return image_from_tanh(jnp.tanh(self.out_conv(x)),
+                           self.input_normalization)
 
 
 class Autoencoder(nn.Module):
@@ -275,16 +314,19 @@ class Autoencoder(nn.Module):
   encoder_blocks: int = 2
   decoder_blocks: int = 1
   bn_axis_name: Optional[str] = None
+  input_normalization: str = NORMALIZE_SYMMETRIC
 
   def setup(self):
     self.encoder = Encoder(self.resolution, self.base_width, self.z_dim,
-                           self.encoder_blocks, self.bn_axis_name)
+                           self.encoder_blocks, self.bn_axis_name,
+                           self.input_normalization)
     self.decoder = Decoder(self.resolution, self.base_width, self.z_dim,
-                           self.decoder_blocks, self.bn_axis_name)
+                           self.decoder_blocks, self.bn_axis_name,
+                           self.input_normalization)
 
   def __call__(self, image: Array, train: bool) -> tuple[Array, Array]:
     """image [B, R, R, 3] in [0, 1] -> (reconstruction [B, R, R, 3] in
-    [0, 1], z [B, z_dim])."""
+    [0, 1] ('3fabrec': up to the mean outside), z [B, z_dim])."""
     z, _ = self.encoder(image, train)
     return self.decoder(z, train), z
 
@@ -304,6 +346,7 @@ class PNCCPredictor(nn.Module):
       on running averages (their statistics never change); pair with
       `trainable_mask` for the optimizer.
     bn_axis_name: pmap axis for cross-device batch statistics (or None).
+    input_normalization: as the stage-0 model (`normalize_image`).
   """
   resolution: int = 256
   base_width: int = 64
@@ -315,15 +358,18 @@ class PNCCPredictor(nn.Module):
   freeze_encoder: bool = True
   freeze_decoder: bool = True
   bn_axis_name: Optional[str] = None
+  input_normalization: str = NORMALIZE_SYMMETRIC
 
   @nn.compact
   def __call__(self, image: Array, train: bool) -> Array:
     """image [B, R, R, 3] in [0, 1] -> PNCC [B, O, O, 3] in [0, 1]."""
     m = num_itl_stages(self.pncc_resolution, self.resolution)
     encoder = Encoder(self.resolution, self.base_width, self.z_dim,
-                      self.encoder_blocks, self.bn_axis_name, name='encoder')
+                      self.encoder_blocks, self.bn_axis_name,
+                      self.input_normalization, name='encoder')
     decoder = Decoder(self.resolution, self.base_width, self.z_dim,
-                      self.decoder_blocks, self.bn_axis_name, name='decoder')
+                      self.decoder_blocks, self.bn_axis_name,
+                      self.input_normalization, name='decoder')
     z, features = encoder(image, train and not self.freeze_encoder)
     decoder_train = train and not self.freeze_decoder
     x = decoder.stem(z, decoder_train)
@@ -370,11 +416,12 @@ class ImageDiscriminator(nn.Module):
   """
   ndf: int = 32
   bn_axis_name: Optional[str] = None
+  input_normalization: str = NORMALIZE_SYMMETRIC
 
   @nn.compact
   def __call__(self, image: Array, train: bool) -> Array:
     """image [B, R, R, 3] in [0, 1] -> logits [B]."""
-    x = 2.0 * image - 1.0
+    x = normalize_image(image, self.input_normalization)
     num_down = min(5, _log2_int(image.shape[1], 'image size') - 3)
     widths = [self.ndf, 2 * self.ndf, 4 * self.ndf, 8 * self.ndf, 8 * self.ndf]
     for i in range(num_down):
@@ -397,7 +444,9 @@ def autoencoder_from_config(model_config, bn_axis_name=None) -> Autoencoder:
   return Autoencoder(
       resolution=model_config.resolution, base_width=model_config.base_width,
       z_dim=model_config.z_dim, encoder_blocks=model_config.encoder_blocks,
-      decoder_blocks=model_config.decoder_blocks, bn_axis_name=bn_axis_name)
+      decoder_blocks=model_config.decoder_blocks, bn_axis_name=bn_axis_name,
+      input_normalization=model_config.get('input_normalization',
+                                           NORMALIZE_SYMMETRIC))
 
 
 def pncc_predictor_from_config(model_config, bn_axis_name=None
@@ -411,7 +460,9 @@ def pncc_predictor_from_config(model_config, bn_axis_name=None
       use_skips=model_config.use_skips,
       freeze_encoder=model_config.get('freeze_encoder', True),
       freeze_decoder=model_config.get('freeze_decoder', True),
-      bn_axis_name=bn_axis_name)
+      bn_axis_name=bn_axis_name,
+      input_normalization=model_config.get('input_normalization',
+                                           NORMALIZE_SYMMETRIC))
 
 
 def _unfreeze(tree):

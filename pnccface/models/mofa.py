@@ -362,6 +362,55 @@ def decode(code: FaceCode, face_model: MorphableModel, background, *,
       yaw_degrees=yaw, roll_degrees=roll)
 
 
+def truncate_face_model(face_model: MorphableModel, num_shape: int = -1,
+                        num_expression: int = -1, num_albedo: int = -1
+                        ) -> MorphableModel:
+  """The model with only its first shape / expression / albedo components.
+
+  MoFa (Tewari et al. 2017, Sec. 3) keeps 80 shape, 64 expression and 80
+  reflectance components of its models; with 3DDFA's 29-component
+  expression basis we keep all 29. -1 (or more than the model has) keeps
+  all; idempotent. Bases and stds are sliced together.
+  """
+  def keep(basis, std, count):
+    count = basis.shape[-1] if count is None or count < 0 else min(
+        int(count), basis.shape[-1])
+    return basis[..., :count], std[:count]
+
+  shape_basis, shape_std = keep(face_model.shape_basis, face_model.shape_std,
+                                num_shape)
+  expression_basis, expression_std = keep(
+      face_model.expression_basis, face_model.expression_std, num_expression)
+  albedo_basis, albedo_std = keep(face_model.albedo_basis,
+                                  face_model.albedo_std, num_albedo)
+  return face_model.replace(
+      shape_basis=shape_basis, shape_std=shape_std,
+      expression_basis=expression_basis, expression_std=expression_std,
+      albedo_basis=albedo_basis, albedo_std=albedo_std,
+      nonnegative_expressions=tuple(
+          k for k in face_model.nonnegative_expressions
+          if k < expression_basis.shape[-1]))
+
+
+def face_model_from_config(model_config, face_model: MorphableModel
+                           ) -> MorphableModel:
+  """`truncate_face_model` by the config's `shape_components`,
+  `expression_components`, `albedo_components` (absent: all)."""
+  return truncate_face_model(
+      face_model, model_config.get('shape_components', -1),
+      model_config.get('expression_components', -1),
+      model_config.get('albedo_components', -1))
+
+
+def vertex_colours(code: FaceCode, face_model: MorphableModel,
+                   vertices_screen) -> Array:
+  """Shaded per-vertex colours c_i = albedo_i x irradiance(n_i) [B, V, 3],
+  the colours `decode` rasterizes (`render.render_shaded`)."""
+  albedo = face_model.albedo(code.albedo * face_model.albedo_std)
+  normals = render.screen_normals(vertices_screen, face_model.triangles)
+  return albedo * render.sh_shading(normals, code.sh)
+
+
 def encoder_input(image, pncc=None) -> Array:
   """The encoder's input: the image [B, H, W, 3], or image and PNCC stacked
   on channels (MoFaPNCC) [B, H, W, 6]."""

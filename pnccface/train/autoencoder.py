@@ -2,25 +2,48 @@
 
 Implemented (3FabRec `train_aae_unsupervised.py` / `aae_training.py`):
   * reconstruction loss: mean |x - x_rec| in 0..255 units, weight w_rec;
-  * structural loss (with_ssim): 1 - SSIM(x, x_rec) per image (Gaussian
-    window sigma 1.5, window 31 as 3FabRec, zero padding, on [0, 1] images),
-    weight w_ssim = 60; when on, 3FabRec averages the two:
-    loss = 0.5 * w_rec * L1 + 0.5 * w_ssim * (1 - SSIM);
+  * structural loss (with_ssim), `loss.structural`:
+    'cs' (3FabRec, `csl_common/metrics/ssim.py`): 1 - cs per image, with
+    cs = mean over channels and *valid* positions of (2 s_xy + C2) /
+    (s_x^2 + s_y^2 + C2) (no luminance term), Gaussian window 31, sigma 1.5,
+    C2 = (0.03 L)^2; 'ssim' (our earlier variant): 1 - full SSIM, zero
+    padding. Weight w_ssim = 60; when on, 3FabRec averages the two:
+    loss = 0.5 * w_rec * L1 + 0.5 * w_ssim * (1 - cs);
   * latent adversarial loss (with_zgan): a Gaussian-prior discriminator D_z
     (MLP 1000-1000-1, dropout 0.2) learns N(0, I) samples vs. encodings; the
     encoder gets w_enc * -log D_z(z);
   * image adversarial loss (with_gan): a DCGAN-style discriminator D learns
     real vs. reconstructed images; encoder+decoder get w_gan * -log D(x_rec);
-    D trains at `discriminator_lr_factor` (0.5) x the lr as 3FabRec.
+    D trains at `discriminator_lr_factor` (0.5) x the lr and D_z at
+    `zdisc_lr_factor` (1.0) x the lr, as 3FabRec's optimizers.
+  * update rates (`stage0_gates`): D_z every `zdisc_every` (4) steps, the
+    encoder's prior loss every `enc_prior_every` (2), D every `disc_every`
+    (2), the generator loss every `gen_every` (1) (3FabRec's
+    `update_encoding`, `--update-D-freq 2`, `--update-E-freq 1`). A skipped
+    term has weight 0 and its discriminator's optimizer does not step
+    (`every_k_updates`), so Adam's state is that of 3FabRec's skipped step.
+  * phases (`gan_start_step`, `ssim_start_step`): 3FabRec trains epoch 1
+    with reconstruction (+ latent GAN) only, adds the image GAN in epoch 2
+    and the structural loss from epoch 3 (README); the steps say when.
+  * augmentation (`config.augment`, `augment_images`): random horizontal
+    flips and rotations in +-45 degrees, as 3FabRec's `--daug 4` (flip +
+    RandomAffine(45)).
   Losses use log-sigmoid of logits (3FabRec: sigmoid + log(p + 1e-8)).
+  All switches at their "before" values (structural='ssim', every = 1,
+  start steps 0, zdisc_lr_factor 0.5, no augmentation) give our earlier
+  variant.
 
 Left out / changed, and why:
-  * 3FabRec updates D_z every 4th, the encoder's prior loss every 2nd and D
-    every 2nd iteration, each with its own optimizer step; here all parts
-    update every step from one combined gradient (disjoint parameter sets:
-    each discriminator sees stop-gradient inputs, the autoencoder sees
-    stop-gradient discriminators). Simpler, pure, and resumable; the ratio is
-    a tuning detail.
+  * 3FabRec steps the encoder a second time with its prior loss alone
+    (`update_encoding` calls optimizer_E.step()); here that gradient joins
+    the encoder's one combined step (disjoint parameter sets otherwise: each
+    discriminator sees stop-gradient inputs, the autoencoder sees
+    stop-gradient discriminators). Pure and resumable.
+  * 3FabRec's RandomAffine also translates (3.5%), scales (0.94-1.03) and
+    shears (5 deg), and rotates a crop with margins (the input diagonal);
+    we rotate the input-size crop, filling with the nearest edge pixel.
+  * C2's data range L: 3FabRec picks it from the (normalised) target
+    (L = 2 when a value < -0.5, else 1); we use `ssim_max_value` (1.0).
   * the optional "generative" image loss (with_gen_loss, interpolated
     latents) and the z-regulariser (off by default there) are not
     implemented.
@@ -38,13 +61,14 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pnccface import geometry
 from pnccface.models import autoencoder as autoencoder_model
 from pnccface.train import common
 
@@ -58,22 +82,50 @@ def _gaussian_window(size: int, sigma: float) -> Array:
   return g / jnp.sum(g)
 
 
-def ssim(a: Array, b: Array, window: int = 31, sigma: float = 1.5,
-         max_value: float = 1.0) -> Array:
-  """Per-image mean SSIM of [B, H, W, C] images (Gaussian window, zero
-  padding 'SAME', constants (0.01 L)^2, (0.03 L)^2). Returns [B]."""
+def _gaussian_blur(window: int, sigma: float, channels: int, padding: str
+                   ) -> Callable[[Array], Array]:
+  """Separable per-channel Gaussian filter of NHWC images."""
   g = _gaussian_window(window, sigma)
-  channels = a.shape[-1]
   kernel_h = jnp.tile(g[:, None, None, None], (1, 1, 1, channels))
   kernel_w = jnp.tile(g[None, :, None, None], (1, 1, 1, channels))
 
   def blur(x):
     for k in (kernel_h, kernel_w):
       x = jax.lax.conv_general_dilated(
-          x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+          x, k, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
           feature_group_count=channels)
     return x
 
+  return blur
+
+
+def contrast_structure(a: Array, b: Array, window: int = 31,
+                       sigma: float = 1.5, max_value: float = 1.0) -> Array:
+  """3FabRec's structural score `cs` of [B, H, W, C] images, per image [B].
+
+  cs = mean over channels and valid positions (no padding: H - window + 1
+  rows) of (2 s_ab + C2) / (s_a^2 + s_b^2 + C2), with Gaussian-weighted
+  local (co)variances and C2 = (0.03 max_value)^2: SSIM without its
+  luminance factor (3FabRec `csl_common/metrics/ssim.py`, `ssim(...)`,
+  padding 0). 1 for identical non-flat images.
+  """
+  if min(a.shape[1:3]) < window:
+    raise ValueError(f'contrast_structure needs images >= window {window}, '
+                     f'got {a.shape}')
+  blur = _gaussian_blur(window, sigma, a.shape[-1], 'VALID')
+  c2 = (0.03 * max_value)**2
+  mu_a, mu_b = blur(a), blur(b)
+  var_a = blur(a * a) - mu_a**2
+  var_b = blur(b * b) - mu_b**2
+  cov = blur(a * b) - mu_a * mu_b
+  return jnp.mean((2 * cov + c2) / (var_a + var_b + c2), axis=(1, 2, 3))
+
+
+def ssim(a: Array, b: Array, window: int = 31, sigma: float = 1.5,
+         max_value: float = 1.0) -> Array:
+  """Per-image mean SSIM of [B, H, W, C] images (Gaussian window, zero
+  padding 'SAME', constants (0.01 L)^2, (0.03 L)^2). Returns [B]."""
+  blur = _gaussian_blur(window, sigma, a.shape[-1], 'SAME')
   c1, c2 = (0.01 * max_value)**2, (0.03 * max_value)**2
   mu_a, mu_b = blur(a), blur(b)
   var_a = blur(a * a) - mu_a**2
@@ -82,6 +134,151 @@ def ssim(a: Array, b: Array, window: int = 31, sigma: float = 1.5,
   s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
       (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
   return jnp.mean(s, axis=(1, 2, 3))
+
+
+STRUCTURAL_CS = 'cs'      # 3FabRec: 1 - cs, valid window
+STRUCTURAL_SSIM = 'ssim'  # 1 - SSIM, zero padding (our earlier variant)
+
+
+def structural_error(image: Array, recon: Array, loss_config) -> Array:
+  """[B] structural error of `loss.structural` (see module docstring)."""
+  kind = loss_config.get('structural', STRUCTURAL_SSIM)
+  args = (loss_config.ssim_window, loss_config.ssim_sigma,
+          loss_config.get('ssim_max_value', 1.0))
+  if kind == STRUCTURAL_CS:
+    return 1.0 - contrast_structure(image, recon, *args)
+  if kind == STRUCTURAL_SSIM:
+    return 1.0 - ssim(image, recon, *args)
+  raise ValueError(f'unknown loss.structural {kind!r}; use '
+                   f'{STRUCTURAL_CS!r} or {STRUCTURAL_SSIM!r}')
+
+
+def reconstruction_loss(l1_255: Array, structural: Array, ssim_on: Array,
+                        w_rec: float, w_ssim: float) -> Array:
+  """3FabRec's image loss: w_rec L1 alone, or once the structural term is on
+  0.5 w_rec L1 + 0.5 w_ssim structural (`train_aae_unsupervised.py`:
+  `loss = 0.5 * loss + 0.5 * loss_ssim`). Scalars (ssim_on 0/1)."""
+  return jnp.where(ssim_on > 0, 0.5 * w_rec * l1_255 + 0.5 * w_ssim *
+                   structural, w_rec * l1_255)
+
+
+class Stage0Gates(NamedTuple):
+  """0/1 float weights of the stage-0 terms at one step (`stage0_gates`)."""
+  ssim: Array       # structural term on (phase)
+  gen: Array        # image-GAN generator loss for the autoencoder
+  disc: Array       # image discriminator update
+  enc_prior: Array  # encoder's Gaussian-prior (latent GAN) loss
+  zdisc: Array      # latent discriminator update
+
+
+def stage0_gates(step, loss_config) -> Stage0Gates:
+  """Which terms count at `step` (0-based): switches, phases, update rates.
+
+  ssim from `ssim_start_step` (if with_ssim); the image GAN from
+  `gan_start_step` (if with_gan), D on every `disc_every`-th and the
+  generator loss on every `gen_every`-th step of it; D_z every
+  `zdisc_every`-th and the encoder's prior loss every `enc_prior_every`-th
+  step (if with_zgan). `step=None`: every enabled term on.
+  """
+  lc = loss_config
+
+  def on(enabled, start=0, every=1):
+    if step is None:
+      return jnp.float32(bool(enabled))
+    s = jnp.asarray(step)
+    return jnp.float32(bool(enabled)) * (
+        (s >= start) & (s % max(int(every), 1) == 0)).astype(jnp.float32)
+
+  gan_start = lc.get('gan_start_step', 0)
+  return Stage0Gates(
+      ssim=on(lc.with_ssim, lc.get('ssim_start_step', 0)),
+      gen=on(lc.with_gan, gan_start, lc.get('gen_every', 1)),
+      disc=on(lc.with_gan, gan_start, lc.get('disc_every', 1)),
+      enc_prior=on(lc.with_zgan, 0, lc.get('enc_prior_every', 1)),
+      zdisc=on(lc.with_zgan, 0, lc.get('zdisc_every', 1)))
+
+
+class _EveryKState(NamedTuple):
+  count: Array
+  inner: Any
+
+
+def every_k_updates(tx: optax.GradientTransformation, every: int
+                    ) -> optax.GradientTransformation:
+  """`tx` on updates 0, k, 2k, ...; zero updates and untouched `tx` state on
+  the others (a module updated every k-th step, as 3FabRec's D_z / D)."""
+  every = max(int(every), 1)
+  if every == 1:
+    return tx
+
+  def init(params):
+    return _EveryKState(jnp.zeros([], jnp.int32), tx.init(params))
+
+  def update(updates, state, params=None):
+    new_updates, new_inner = tx.update(updates, state.inner, params)
+    due = state.count % every == 0
+    pick = lambda a, b: jax.tree_util.tree_map(
+        lambda x, y: jnp.where(due, x, y), a, b)
+    return (pick(new_updates, jax.tree_util.tree_map(jnp.zeros_like,
+                                                     updates)),
+            _EveryKState(state.count + 1, pick(new_inner, state.inner)))
+
+  return optax.GradientTransformation(init, update)
+
+
+def augment_images(rng: jax.Array, images: Array, flip: bool = True,
+                   max_rotation_degrees: float = 45.0) -> Array:
+  """Random horizontal flips (p = 0.5) and rotations about the image centre.
+
+  Angles are uniform in [-max, max] degrees; bilinear sampling in the image
+  frame of `geometry.pixel_centers`, outside samples take the nearest edge
+  pixel. images: [B, H, W, C] -> same shape.
+  """
+  batch = images.shape[0]
+  k_flip, k_angle = jax.random.split(rng)
+  if flip:
+    flips = jax.random.bernoulli(k_flip, 0.5, (batch,))
+    images = jnp.where(flips[:, None, None, None], images[:, :, ::-1],
+                       images)
+  if not max_rotation_degrees:
+    return images
+  angles = jnp.radians(jax.random.uniform(
+      k_angle, (batch,), minval=-max_rotation_degrees,
+      maxval=max_rotation_degrees))
+  return rotate_images(images, angles)
+
+
+def rotate_images(images: Array, angles: Array) -> Array:
+  """Rotates each [B, H, W, C] image about its centre by `angles` [B]
+  (radians; positive turns the content clockwise as displayed, y down).
+
+  Bilinear sampling in the image frame of `geometry.pixel_centers`; outside
+  samples take the nearest edge pixel.
+  """
+  _, height, width, _ = images.shape
+  centers = geometry.pixel_centers(height, width)  # [H, W, (x, y)]
+  offset = centers - jnp.array([width / 2, height / 2])
+
+  def rotate(image, angle):
+    # Output pixel p samples the input at R(-angle) (p - c) + c.
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    x = cos * offset[..., 0] + sin * offset[..., 1] + width / 2
+    y = -sin * offset[..., 0] + cos * offset[..., 1] + height / 2
+    coords = [y - 0.5, x - 0.5]  # pixel centres -> array indices
+    return jnp.stack([jax.scipy.ndimage.map_coordinates(
+        image[..., c], coords, order=1, mode='nearest')
+                      for c in range(image.shape[-1])], axis=-1)
+
+  return jax.vmap(rotate)(images, angles)
+
+
+def stage0_inputs(config, rng: jax.Array, images: Array) -> Array:
+  """The training images after `config.augment` (unchanged when absent)."""
+  augment = config.get('augment', None)
+  if not augment or not augment.get('enabled', False):
+    return images
+  return augment_images(rng, images, augment.get('flip', True),
+                        augment.get('max_rotation_degrees', 0.0))
 
 
 class Models:
@@ -93,7 +290,9 @@ class Models:
     self.disc_z = autoencoder_model.LatentDiscriminator(
         hidden=config.loss.get('zdisc_hidden', 1000))
     self.disc_img = autoencoder_model.ImageDiscriminator(
-        ndf=config.loss.get('disc_ndf', 32), bn_axis_name=bn_axis_name)
+        ndf=config.loss.get('disc_ndf', 32), bn_axis_name=bn_axis_name,
+        input_normalization=config.model.get(
+            'input_normalization', autoencoder_model.NORMALIZE_SYMMETRIC))
 
 
 def init_variables(config, rng: jax.Array, models: Optional[Models] = None
@@ -124,17 +323,30 @@ def init_variables(config, rng: jax.Array, models: Optional[Models] = None
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
   """One optax.multi_transform over `params` (a pytree or its shapes): the
-  autoencoder at the configured lr, the discriminators at
-  `discriminator_lr_factor` x that (3FabRec: 0.5)."""
+  autoencoder at the configured lr, the image discriminator at
+  `discriminator_lr_factor` x that (3FabRec: 0.5) and D_z at
+  `zdisc_lr_factor` x (3FabRec: 1.0), each stepping every `disc_every` /
+  `zdisc_every` steps (`every_k_updates`)."""
   opt = config.optimizer
   ae_tx = common.make_optimizer(opt, config.num_train_steps)
-  d_opt = opt.copy_and_resolve_references()
-  d_opt.lr = opt.lr * opt.get('discriminator_lr_factor', 0.5)
-  d_tx = common.make_optimizer(d_opt, config.num_train_steps)
+
+  def scaled(factor, every):
+    d_opt = opt.copy_and_resolve_references()
+    d_opt.lr = opt.lr * factor
+    return every_k_updates(
+        common.make_optimizer(d_opt, config.num_train_steps), every)
+
+  lc = config.loss
+  d_factor = opt.get('discriminator_lr_factor', 0.5)
+  txs = {'ae': ae_tx,
+         'disc_img': scaled(d_factor, lc.get('disc_every', 1)),
+         # 3FabRec's optimizer_D_z runs at the full lr.
+         'disc_z': scaled(opt.get('zdisc_lr_factor', d_factor),
+                          lc.get('zdisc_every', 1))}
   labels = {k: jax.tree_util.tree_map(
-      lambda _, l=('disc' if k.startswith('disc') else 'ae'): l, v)
+      lambda _, l=(k if k in txs else 'ae'): l, v)
             for k, v in params.items()}
-  return optax.multi_transform({'ae': ae_tx, 'disc': d_tx}, labels)
+  return optax.multi_transform(txs, labels)
 
 
 def create_train_state(config, rng: jax.Array) -> common.TrainState:
@@ -155,11 +367,13 @@ def _ae_vars(params, batch_stats):
 
 
 def losses(config, models: Models, params, batch_stats, image: Array,
-           rng: jax.Array, train: bool = True
+           rng: jax.Array, train: bool = True, step=None
            ) -> tuple[Array, tuple[dict, dict]]:
   """Total loss (autoencoder + discriminators; see module docstring),
-  (metrics, new batch_stats). image: [B, R, R, 3] in [0, 1]."""
+  (metrics, new batch_stats). image: [B, R, R, 3] in [0, 1]; step: the
+  0-based training step for `stage0_gates` (None: every enabled term)."""
   lc = config.loss
+  gates = stage0_gates(step, lc)
   sg = jax.lax.stop_gradient
   mutable = ['batch_stats'] if train else False
   out = models.autoencoder.apply(_ae_vars(params, batch_stats), image,
@@ -170,9 +384,10 @@ def losses(config, models: Models, params, batch_stats, image: Array,
   l1 = jnp.mean(jnp.abs(recon - image)) * 255.0
   metrics = {'l1_255': l1}
   if lc.with_ssim:
-    s = jnp.mean(ssim(image, recon, lc.ssim_window, lc.ssim_sigma))
-    loss_ae = 0.5 * lc.w_rec * l1 + 0.5 * lc.w_ssim * (1.0 - s)
-    metrics['ssim'] = s
+    structural = jnp.mean(structural_error(image, recon, lc))
+    loss_ae = reconstruction_loss(l1, structural, gates.ssim, lc.w_rec,
+                                  lc.w_ssim)
+    metrics['structural_error'] = structural
   else:
     loss_ae = lc.w_rec * l1
   loss_d = 0.0
@@ -186,8 +401,8 @@ def losses(config, models: Models, params, batch_stats, image: Array,
                        + jax.nn.softplus(dz(params['disc_z'], sg(z), k_drop2)))
     loss_enc = jnp.mean(jax.nn.softplus(-dz(sg(params['disc_z']), z,
                                             k_drop3)))
-    loss_ae += lc.w_enc * loss_enc
-    loss_d += loss_dz
+    loss_ae += gates.enc_prior * lc.w_enc * loss_enc
+    loss_d += gates.zdisc * loss_dz
     metrics.update(loss_dz=loss_dz, loss_enc=loss_enc)
   if lc.with_gan:
     d_stats = batch_stats['disc_img']
@@ -206,8 +421,8 @@ def losses(config, models: Models, params, batch_stats, image: Array,
     gen, _ = d_apply(sg(params['disc_img']), sg(d_stats), recon)
     loss_disc = jnp.mean(jax.nn.softplus(-real) + jax.nn.softplus(fake))
     loss_gen = jnp.mean(jax.nn.softplus(-gen))
-    loss_ae += lc.w_gan * loss_gen
-    loss_d += loss_disc
+    loss_ae += gates.gen * lc.w_gan * loss_gen
+    loss_d += gates.disc * loss_disc
     new_stats['disc_img'] = d_stats
     metrics.update(loss_disc=loss_disc, loss_gen=loss_gen)
   metrics['loss'] = loss_ae
@@ -218,11 +433,12 @@ def train_step(state: common.TrainState, batch, *, config, models: Models
                ) -> tuple[common.TrainState, common.Metrics]:
   """Pure per-device step; pmap it with axis common.AXIS, binding `config`
   and `models` (built with bn_axis_name=common.AXIS) by functools.partial."""
-  rng = common.step_rng(state)
+  rng, aug_rng = jax.random.split(common.step_rng(state))
+  image = stage0_inputs(config, aug_rng, batch['image'])
   # `losses` reports the autoencoder's own loss as metrics['loss'].
   return common.apply_loss_gradients(
       state, lambda p: losses(config, models, p, state.batch_stats,
-                              batch['image'], rng))
+                              image, rng, step=state.step))
 
 
 def make_train_step(config) -> Callable:

@@ -5,12 +5,26 @@ Loss (MoFa's three terms; the weights live in `config.loss`):
   loss = w_photo * E_photo + w_landmark * E_land
          + w_shape * E_shape + w_expression * E_exp + w_albedo * E_albedo
 
-  E_photo: dense photometric alignment over the visible rendered face pixels
-    (mask M of the rendering). `photo_norm='l2'` (default, MoFa's L2
-    photometric term): the squared Euclidean RGB distance per pixel;
-    'l21': its square root (the robust l2,1 variant of later MoFa-style
-    work). Normalised by the number of mask pixels of the GLOBAL batch:
-    sum_b,p M * d(I, R) / sum M. Images in [0, 1].
+MoFa's published loss (Tewari et al., "MoFA: Model-based Deep Convolutional
+Face Autoencoder for Unsupervised Monocular Reconstruction", ICCV 2017,
+arXiv:1703.10580, Sec. 4 "Loss layer"):
+  E = w_land E_land + w_photo E_photo + w_reg E_reg, with
+  E_photo = 1/N sum_{i in V} || I(u_i) - c_i ||_2 over the visible vertices
+    V (u_i the projected position, c_i the shaded vertex colour): an
+    l2,1 norm (each residual's Euclidean norm, not squared);
+  E_land = sum_j w_j || s_j - u_{k_j} ||_2^2 over detected landmarks s_j;
+  E_reg = sum_k (alpha_k / s_alpha,k)^2 + w_beta sum_k (beta_k / s_beta,k)^2
+    + w_delta sum_k (delta_k / s_delta,k)^2, w_beta = 1.7e-3 (reflectance),
+    w_delta = 0.8 (expression), relative to the shape prior.
+
+  E_photo: `photo_norm='l21'` (default, MoFa's): the Euclidean RGB
+    distance per sample; 'l2': its square (our earlier default).
+    `photo_domain='pixel'` (default): over the visible rendered face pixels
+    (mask M), normalised by the number of mask pixels of the GLOBAL batch:
+    sum_b,p M * d(I, R) / sum M. 'vertex' (as MoFa writes it): over the
+    visible vertices, the image sampled bilinearly at each projected
+    vertex against its shaded colour (`vertex_photometric_terms`),
+    normalised by the number of visible vertices. Images in [0, 1].
   E_land: sparse landmark alignment, squared 2D distance between the
     projected model landmarks and `landmarks_2d`, per-landmark weights
     `landmark_weights` (0 where absent), in units of the image size:
@@ -23,10 +37,12 @@ Weights: MoFa reports w_photo = 1.92, w_land = 2.9e-5 and a shape prior
 weight 5.2e-6 with relative expression / reflectance prior weights
 (0.8, 1.7e-3), on their unnormalised sums (pixels in 0..255, landmarks in
 pixels). Our terms are normalised (per-pixel means in [0, 1] units,
-landmarks in image-size units), so these numbers do not transfer; the
-defaults in configs/mofa.py are our own choice at the same balance: the
-photometric and landmark terms of similar size at a few-pixel error, and
-priors that only matter when the data leave a coefficient unconstrained.
+landmarks in image-size units), so the absolute numbers do not transfer;
+the defaults in configs/mofa.py keep MoFa's prior *ratios* (w_expression =
+0.8 w_shape, w_albedo = 1.7e-3 w_shape) and choose w_photo, w_landmark,
+w_shape for our normalisation: the photometric and landmark terms of
+similar size at a few-pixel error. The face model is truncated as MoFa's
+(`model.shape_components` etc., `mofa_model.truncate_face_model`).
 
 Batches: {'image': [D, B, S, S, 3] float32 in [0, 1], 'landmarks_2d':
 [D, B, 68, 2] image pixels, 'landmark_weights': [D, B, 68] float32, and
@@ -64,24 +80,80 @@ def required_keys(config) -> dict[str, int]:
 # Losses (sums and counts, so the global-batch normalisation is explicit).
 
 
+def photometric_distance(residual, norm: str = 'l2') -> Array:
+  """Per-sample distance of RGB residuals [..., 3] -> [...].
+
+  'l21': ||r||_2 (MoFa's l2,1 norm); 'l2': ||r||_2^2.
+  """
+  sq = jnp.sum(residual**2, axis=-1)
+  if norm == 'l2':
+    return sq
+  if norm == 'l21':
+    # The tiny offset keeps the gradient finite where the residual is 0.
+    return jnp.sqrt(sq + 1e-8)
+  raise ValueError(f'unknown photo_norm {norm!r} (l2, l21)')
+
+
 def photometric_terms(rendered, image, mask, norm: str = 'l2'
                       ) -> tuple[Array, Array]:
   """(sum over face pixels of the per-pixel distance, number of face pixels).
 
   Args:
     rendered, image: [B, H, W, 3]; mask: [B, H, W, 1].
-    norm: 'l2' (squared RGB distance) or 'l21' (RGB distance).
+    norm: see `photometric_distance`.
   """
-  sq = jnp.sum((rendered - image)**2, axis=-1)
-  if norm == 'l2':
-    dist = sq
-  elif norm == 'l21':
-    # The tiny offset keeps the gradient finite where the residual is 0.
-    dist = jnp.sqrt(sq + 1e-8)
-  else:
-    raise ValueError(f'unknown photo_norm {norm!r} (l2, l21)')
   m = mask[..., 0]
-  return jnp.sum(m * dist), jnp.sum(m)
+  return jnp.sum(m * photometric_distance(rendered - image, norm)), jnp.sum(m)
+
+
+def visible_vertices(triangle_id, triangles, num_vertices: int) -> Array:
+  """[B, V] float 0/1: corners of the triangles visible at some pixel.
+
+  Args:
+    triangle_id: [B, H, W] int, -1 on background (`render.Raster`).
+    triangles: [T, 3] int.
+  """
+  batch = triangle_id.shape[0]
+  ids = triangle_id.reshape(batch, -1)
+  covered = (ids >= 0).astype(jnp.float32)
+  corners = jnp.asarray(triangles)[jnp.maximum(ids, 0)]  # [B, P, 3]
+  rows = jnp.arange(batch)[:, None, None]
+  return jnp.zeros((batch, num_vertices), jnp.float32).at[rows, corners].max(
+      jnp.broadcast_to(covered[..., None], corners.shape))
+
+
+def sample_image(image, points_xy) -> Array:
+  """Bilinear samples [B, P, C] of images [B, H, W, C] at image-frame points
+  [B, P, 2] (pixel (i, j) centred at (j + 0.5, i + 0.5), `geometry`);
+  outside the image the nearest edge pixel. Differentiable in the points."""
+  def one(img, xy):
+    coords = [xy[:, 1] - 0.5, xy[:, 0] - 0.5]  # rows, cols
+    return jnp.stack([jax.scipy.ndimage.map_coordinates(
+        img[..., c], coords, order=1, mode='nearest')
+                      for c in range(img.shape[-1])], axis=-1)
+  return jax.vmap(one)(image, points_xy)
+
+
+def vertex_photometric_terms(vertices_screen, triangles, colours, image,
+                             norm: str = 'l2') -> tuple[Array, Array]:
+  """MoFa's E_photo as written: (sum over visible vertices of
+  d(I(u_i), c_i), number of visible vertices).
+
+  Args:
+    vertices_screen: [B, V, 3] screen vertices (u_i = their x, y).
+    triangles: [T, 3]; visibility is that of the z-buffer (a vertex counts
+      when one of its triangles is visible at a pixel, `visible_vertices`).
+    colours: [B, V, 3] shaded vertex colours c_i (`mofa_model.vertex_colours`).
+    image: [B, S, S, 3] the input image I.
+    norm: see `photometric_distance`.
+  """
+  size = image.shape[1]
+  raster = render.rasterize(vertices_screen, triangles, size, image.shape[2])
+  visible = jax.lax.stop_gradient(visible_vertices(
+      raster.triangle_id, triangles, vertices_screen.shape[1]))
+  sampled = sample_image(image, vertices_screen[..., :2])
+  dist = photometric_distance(sampled - colours, norm)
+  return jnp.sum(visible * dist), jnp.sum(visible)
 
 
 def landmark_terms(pred, target, weights, image_size: int
@@ -107,13 +179,29 @@ def prior_terms(code: mofa_model.FaceCode) -> dict[str, Array]:
 
 
 def mofa_loss(recon: mofa_model.Reconstruction, code: mofa_model.FaceCode,
-              batch, loss_config, axis_name: Optional[str] = None
+              batch, loss_config, axis_name: Optional[str] = None,
+              face_model: Optional[MorphableModel] = None
               ) -> tuple[Array, dict[str, Array]]:
-  """The weighted MoFa loss (module docstring) and its terms."""
+  """The weighted MoFa loss (module docstring) and its terms.
+
+  `face_model` (the one `recon` was decoded with) is needed for
+  `photo_domain='vertex'`.
+  """
   size = batch['image'].shape[-2]
-  photo_sum, n_pix = photometric_terms(recon.image, batch['image'],
-                                       recon.mask,
-                                       loss_config.get('photo_norm', 'l2'))
+  norm = loss_config.get('photo_norm', 'l2')
+  domain = loss_config.get('photo_domain', 'pixel')
+  if domain == 'pixel':
+    photo_sum, n_pix = photometric_terms(recon.image, batch['image'],
+                                         recon.mask, norm)
+  elif domain == 'vertex':
+    if face_model is None:
+      raise ValueError("photo_domain='vertex' needs the face_model")
+    photo_sum, n_pix = vertex_photometric_terms(
+        recon.vertices_screen, face_model.triangles,
+        mofa_model.vertex_colours(code, face_model, recon.vertices_screen),
+        batch['image'][..., :3], norm)
+  else:
+    raise ValueError(f"unknown photo_domain {domain!r} ('pixel', 'vertex')")
   land_sq, land_dist, n_land = landmark_terms(
       recon.landmarks_2d, batch['landmarks_2d'], batch['landmark_weights'],
       size)
@@ -130,8 +218,8 @@ def mofa_loss(recon: mofa_model.Reconstruction, code: mofa_model.FaceCode,
       'landmark_error': jax.lax.stop_gradient(
           common.global_mean(land_dist, n_land, axis_name)),
       'face_fraction': jax.lax.stop_gradient(
-          common.global_mean(n_pix, float(np.prod(recon.mask.shape)),
-                             axis_name)),
+          common.global_mean(jnp.sum(recon.mask),
+                             float(np.prod(recon.mask.shape)), axis_name)),
       **{f'prior_{k}': v for k, v in priors.items()},
   }
   return loss, metrics
@@ -141,9 +229,16 @@ def mofa_loss(recon: mofa_model.Reconstruction, code: mofa_model.FaceCode,
 # State and step.
 
 
+def face_model_for(config, face_model: MorphableModel) -> MorphableModel:
+  """The model MoFa decodes with: `face_model` truncated by `config.model`
+  (`mofa_model.face_model_from_config`); every function here applies it."""
+  return mofa_model.face_model_from_config(config.model, face_model)
+
+
 def make_encoder(config, face_model: MorphableModel,
                  bn_axis_name: Optional[str] = None) -> mofa_model.MoFaEncoder:
-  return mofa_model.encoder_from_config(config.model, face_model, bn_axis_name)
+  return mofa_model.encoder_from_config(
+      config.model, face_model_for(config, face_model), bn_axis_name)
 
 
 def input_channels(config) -> int:
@@ -203,7 +298,7 @@ def train_step(state: common.TrainState, batch, face_model: MorphableModel,
     recon = mofa_model.decode(code, face_model, batch['image'],
                             face_fraction=_face_fraction(config))
     loss, metrics = mofa_loss(recon, code, batch, config.loss,
-                              axis_name=common.AXIS)
+                              axis_name=common.AXIS, face_model=face_model)
     return loss, (metrics, batch_stats)
 
   return common.apply_loss_gradients(state, loss_fn)
@@ -224,6 +319,7 @@ def make_train_step(config, face_model: MorphableModel) -> Callable:
 def make_predict_fn(config, face_model: MorphableModel) -> Callable:
   """jitted (variables, image [N, S, S, 3], pncc [N, S, S, 3] or None) ->
   (`Reconstruction`, `FaceCode`) with the encoder in inference mode."""
+  face_model = face_model_for(config, face_model)
   encoder = make_encoder(config, face_model)
   face_fraction = _face_fraction(config)
 
@@ -379,6 +475,7 @@ def train(config, workdir: Union[str, os.PathLike],
   format (or an iterator; see common.train_loop). eval_batches: see
   `make_eval_fn`.
   """
+  face_model = face_model_for(config, face_model)  # MoFa's truncation
   eval_fn = (make_eval_fn(config, face_model, eval_batches)
              if eval_batches else None)
   p_train_step = jax.pmap(make_train_step(config, face_model),
