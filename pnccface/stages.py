@@ -117,7 +117,7 @@ def _run_autoencoder_stage(train_fn, config, workdir, data_dir) -> None:
   train = _face_arrays(config, config.train_split, size,
                        _samples(config.num_train_samples), data_dir)
   train_fn(config, workdir,
-           pipeline.batch_source(train, config.batch_size, seed=config.seed),
+           pipeline.training_batch_source(train, config),
            _eval_batches(config, size, data_dir))
 
 
@@ -206,7 +206,7 @@ def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
                             data_dir=data_dir)
   mofa_train.train(
       config, workdir, load_face_model(config.face_model),
-      pipeline.batch_source(train, config.batch_size, seed=config.seed),
+      pipeline.training_batch_source(train, config),
       list(pipeline.eval_batches(evaluation, config.batch_size)))
 
 

@@ -31,6 +31,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pnccface.data import annotated
+from pnccface.data import augment as augment_lib
 
 Batch = dict[str, np.ndarray]
 BatchSource = Callable[[int], Iterator[Batch]]
@@ -134,14 +135,24 @@ def shard_for_pmap(batch: Batch, num_devices: int) -> Batch:
           for k, v in batch.items()}
 
 
+def _augmented(batch: Batch, augmentation, seed: int, step: int) -> Batch:
+  if augmentation is None:
+    return batch
+  return augment_lib.augment_batch(batch, augmentation, seed, step,
+                                   jax.process_index())
+
+
 def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
-                       num_devices: int | None = None) -> BatchSource:
+                       num_devices: int | None = None,
+                       augmentation: augment_lib.Augmentation | None = None
+                       ) -> BatchSource:
   """Endless shuffled batches of in-memory arrays, seekable by step.
 
   Batch k is examples `perm_e[(k mod n_per_epoch) * b : ... + b]` of this
   process's shard, with perm_e = default_rng([seed, e]).permutation, e the
   epoch of step k; an epoch drops its last partial batch. Datasets smaller
-  than a batch are cycled within the permutation.
+  than a batch are cycled within the permutation. With `augmentation`,
+  batch k is then augmented with the draws of (seed, k) (`augment`).
   """
   num_devices = num_devices or jax.local_device_count()
   local = local_batch_size(global_batch_size, num_devices)
@@ -154,7 +165,8 @@ def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     idx = np.resize(perm, max(n, local))[k * local:(k + 1) * local]
-    return shard_for_pmap(select(arrays, idx), num_devices)
+    return shard_for_pmap(
+        _augmented(select(arrays, idx), augmentation, seed, step), num_devices)
 
   def source(start_step: int = 0) -> Iterator[Batch]:
     step = start_step
@@ -167,8 +179,13 @@ def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
 
 def dataset_batch_source(dataset: tf.data.Dataset, global_batch_size: int, *,
                          seed: int = 0, num_devices: int | None = None,
-                         shuffle_buffer: int = 4096) -> BatchSource:
-  """Endless shuffled batches streamed through tf.data; seeks with `skip`."""
+                         shuffle_buffer: int = 4096,
+                         augmentation: augment_lib.Augmentation | None = None
+                         ) -> BatchSource:
+  """Endless shuffled batches streamed through tf.data; seeks with `skip`.
+
+  With `augmentation`, batch k is augmented with the draws of (seed, k).
+  """
   num_devices = num_devices or jax.local_device_count()
   local = local_batch_size(global_batch_size, num_devices)
   dataset = dataset.shard(jax.process_count(), jax.process_index())
@@ -180,8 +197,9 @@ def dataset_batch_source(dataset: tf.data.Dataset, global_batch_size: int, *,
     ds = dataset.repeat().shuffle(shuffle_buffer, seed=seed)
     ds = ds.batch(local, drop_remainder=True).skip(start_step)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    for batch in tfds.as_numpy(ds):
-      yield shard_for_pmap(batch, num_devices)
+    for step, batch in enumerate(tfds.as_numpy(ds), start=start_step):
+      yield shard_for_pmap(_augmented(batch, augmentation, seed, step),
+                           num_devices)
 
   return source
 
@@ -229,10 +247,26 @@ def face_dataset(name: str, split: str, *, data_dir: str | None = None,
 
 
 def batch_source(data: tf.data.Dataset | Batch, global_batch_size: int, *,
-                 seed: int = 0, num_devices: int | None = None) -> BatchSource:
-  """`array_batch_source` or `dataset_batch_source`, whichever fits `data`."""
+                 seed: int = 0, num_devices: int | None = None,
+                 augmentation: augment_lib.Augmentation | None = None
+                 ) -> BatchSource:
+  """`array_batch_source` or `dataset_batch_source`, whichever fits `data`.
+
+  `augmentation`: e.g. `augment.from_config(config)` for training batches.
+  """
   if isinstance(data, tf.data.Dataset):
     return dataset_batch_source(data, global_batch_size, seed=seed,
-                                num_devices=num_devices)
+                                num_devices=num_devices,
+                                augmentation=augmentation)
   return array_batch_source(data, global_batch_size, seed=seed,
-                            num_devices=num_devices)
+                            num_devices=num_devices, augmentation=augmentation)
+
+
+def training_batch_source(data: tf.data.Dataset | Batch, config,
+                          num_devices: int | None = None) -> BatchSource:
+  """A stage's training batches: `config.batch_size`, `config.seed`, and
+  augmentation per `config.augment` (on unless `augment.enabled` is False;
+  see `augment.from_config`)."""
+  return batch_source(data, config.batch_size, seed=config.seed,
+                      num_devices=num_devices,
+                      augmentation=augment_lib.from_config(config))
