@@ -55,7 +55,13 @@ def load_face_model(name: str) -> MorphableModel:
   if name.endswith('.pkl'):
     return facemodel.load_3ddfa_v2_bfm(name)
   if name.endswith('.mat'):
-    return facemodel.load_bfm2009(name)
+    # 3DDFA's expression basis and trimming file, when beside the BFM.
+    folder = pathlib.Path(name).parent
+    extra = {key: folder / file for key, file in (
+        ('expression_path', 'Model_Exp.mat'),
+        ('expression_path', 'Model_Expression.mat'),
+        ('model_info_path', 'model_info.mat')) if (folder / file).is_file()}
+    return facemodel.load_bfm2009(name, **extra)
   raise ValueError(f'unknown face model {name!r}: use "default", a 3DDFA_V2 '
                    '.pkl or a BFM2009 01_MorphableModel.mat')
 
@@ -94,7 +100,9 @@ def _face_arrays(config, split: str, image_size: int, num_samples=None,
   return pipeline.face_dataset(config.dataset, split, data_dir=data_dir,
                                num_samples=num_samples,
                                subset_seed=config.get('seed', 0),
-                               image_size=image_size)
+                               image_size=image_size,
+                               manual_dir=config.get('manual_dir', None),
+                               face_model=config.get('face_model', None))
 
 
 def _eval_batches(config, image_size: int, data_dir=None) -> list:
@@ -178,7 +186,9 @@ def _mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
   return pipeline.face_dataset(source, split, data_dir=data_dir,
                                num_samples=num_samples,
                                subset_seed=config.get('seed', 0),
-                               image_size=config.image_size)
+                               image_size=config.image_size,
+                               manual_dir=config.get('manual_dir', None),
+                               face_model=config.get('face_model', None))
 
 
 def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,

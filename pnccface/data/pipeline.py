@@ -23,6 +23,7 @@ ones stream through tf.data with a fixed shuffle seed and `skip`.
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Callable, Iterator, Mapping
 
 import jax
@@ -214,27 +215,133 @@ def eval_batches(arrays_or_dataset, batch_size: int) -> Iterator[Batch]:
     yield {k: v[start:start + batch_size] for k, v in arrays_or_dataset.items()}
 
 
+# Datasets read from their release layout (`real_faces`), not from TFDS.
+RELEASE_DATASETS = ('the300w_lp', 'celeb_a', 'aflw2000_3d')
+_SPLIT_SLICE = re.compile(r'^(\w+)(?:\[(-?\d*):(-?\d*)\])?$')
+
+
+def _parse_split(split: str) -> tuple[str, slice]:
+  """'train' or 'train[a:b]' -> ('train', slice(a, b))."""
+  match = _SPLIT_SLICE.match(split)
+  if not match:
+    raise ValueError(f'unsupported split {split!r}: use NAME or NAME[a:b]')
+  name, start, stop = match.groups()
+  return name, slice(int(start) if start else None,
+                     int(stop) if stop else None)
+
+
+def _resolve_face_model(face_model):
+  """The BFM-like model of a release's coefficients, or None.
+
+  The embedded model ('default') cannot interpret 300W-LP / AFLW2000-3D
+  coefficients (they are the BFM's), so it counts as no model here.
+  """
+  if face_model is None or not isinstance(face_model, str):
+    return face_model
+  if face_model in ('', 'default'):
+    return None
+  from pnccface import stages  # pylint: disable=g-import-not-at-top
+  return stages.load_face_model(face_model)
+
+
+def release_records(name: str, split: str, *, manual_dir,
+                    face_model=None, image_size: int = 128, data_dir=None):
+  """(records, example function) of a dataset read from its release files.
+
+  Returns the `real_faces.Record`s of `split` and the function mapping a raw
+  example to the face format at `image_size`.
+  """
+  from pnccface.data import real_faces  # pylint: disable=g-import-not-at-top
+  if manual_dir is None:
+    raise ValueError(f'{name} needs manual_dir (config.manual_dir): the '
+                     'folder with its release files')
+  split_name, part = _parse_split(split)
+  only = {'the300w_lp': 'train', 'aflw2000_3d': 'test'}.get(name)
+  if only is not None and split_name != only:
+    raise ValueError(f'{name} has only a {only!r} split, not {split!r}')
+  if name == 'the300w_lp':
+    model = _resolve_face_model(face_model)
+    if model is None:
+      raise ValueError('the300w_lp needs a face model (config.face_model: '
+                       'the BFM its coefficients belong to)')
+    records = real_faces.list_300w_lp(manual_dir)
+    fn = lambda e: real_faces.the300w_lp_face_example(e, model, image_size)
+  elif name == 'celeb_a':
+    records = real_faces.list_celeba(manual_dir, split_name)
+    fn = lambda e: real_faces.celeba_face_example(e, image_size)
+  elif name == 'aflw2000_3d':
+    rows = tfds.as_numpy(load_split('aflw2000_3d', 'test', data_dir=data_dir,
+                                    manual_dir=manual_dir))
+    records = [real_faces.Record(r['name'].decode(), lambda r=r: r)
+               for r in rows]
+    model = _resolve_face_model(face_model)
+    fn = lambda e: real_faces.aflw2000_3d_face_example(e, image_size, model)
+  else:
+    raise ValueError(f'unknown release dataset {name!r}; known: '
+                     f'{RELEASE_DATASETS}')
+  return records[part], fn
+
+
+def _records_dataset(records, fn) -> tf.data.Dataset | Batch:
+  """Face-format arrays of the records, or a stream when there are many."""
+  if not records:
+    raise ValueError('the split is empty')
+  if len(records) <= IN_MEMORY_LIMIT:
+    rows = [fn(r.read()) for r in records]
+    return {k: np.stack([np.asarray(r[k], np.float32) for r in rows])
+            for k in rows[0]}
+  first = fn(records[0].read())
+  signature = {k: tf.TensorSpec(np.shape(v), tf.float32)
+               for k, v in first.items()}
+
+  def generate():
+    for record in records:
+      yield {k: np.asarray(v, np.float32) for k, v in fn(record.read()).items()}
+
+  return tf.data.Dataset.from_generator(
+      generate, output_signature=signature).apply(
+          tf.data.experimental.assert_cardinality(len(records)))
+
+
 def face_dataset(name: str, split: str, *, data_dir: str | None = None,
                  builder_kwargs: Mapping | None = None,
                  num_samples: int | None = None, subset_seed: int = 0,
-                 image_size: int | None = None) -> tf.data.Dataset | Batch:
+                 image_size: int | None = None, manual_dir: str | None = None,
+                 face_model=None) -> tf.data.Dataset | Batch:
   """A split in `FACE_FEATURES` format, optionally a few-shot subset.
 
   Args:
-    name, split, data_dir, builder_kwargs: see `load_split`; `name` may
-      also be the folder of an annotated dataset (`annotation`).
+    name: a TFDS name (see `load_split`: 'synthetic_faces/tiny',
+      'face_photos/faces68', ...), the folder of an annotated dataset
+      (`annotation`), or one of `RELEASE_DATASETS`, read from its release
+      files in `manual_dir` (`real_faces`): 'the300w_lp' (PNCC targets from
+      `face_model`, the user's BFM), 'celeb_a' (crops, 5 landmarks),
+      'aflw2000_3d' (crops, landmarks; dense ground truth with `face_model`).
+    split, data_dir, builder_kwargs, manual_dir: see `load_split`; release
+      datasets take 'NAME' or 'NAME[a:b]'.
     num_samples: a few-shot subset (`few_shot_indices`); None or -1: all.
-    image_size: resize to this side (see `to_face_example`).
+    image_size: resize to this side (see `to_face_example`); the crop side of
+      release datasets (default 128).
+    face_model: a `MorphableModel` or a `stages.load_face_model` name.
 
   Returns:
     In-memory arrays when the split (or subset) is small enough
     (`IN_MEMORY_LIMIT`), else a tf.data.Dataset.
   """
+  if name in RELEASE_DATASETS:
+    records, fn = release_records(name, split, manual_dir=manual_dir,
+                                  face_model=face_model,
+                                  image_size=image_size or 128,
+                                  data_dir=data_dir)
+    if num_samples is not None and num_samples >= 0:
+      records = [records[i] for i in
+                 few_shot_indices(len(records), num_samples, subset_seed)]
+    return _records_dataset(records, fn)
   if pathlib.Path(name).is_dir():
     dataset = annotated.read_annotated(name)
   else:
     dataset = load_split(name, split, data_dir=data_dir,
-                         builder_kwargs=builder_kwargs)
+                         builder_kwargs=builder_kwargs, manual_dir=manual_dir)
   dataset = dataset.map(lambda e: to_face_example(e, image_size),
                         num_parallel_calls=tf.data.AUTOTUNE)
   count = int(dataset.cardinality())
