@@ -79,6 +79,16 @@ def test_flip_reindexes_landmarks_as_the_mirrored_face(faces):
   np.testing.assert_allclose(out['landmarks_2d'], expected, atol=1e-3)
   np.testing.assert_array_equal(out['landmark_weights'][0],
                                 augment.IBUG68_FLIP)
+  # Eye centres (CelebA) are the means of the eyes' six landmarks: they
+  # follow the re-indexed landmarks, viewer's left first.
+  centres = np.stack([landmarks[:, 36:42].mean(1), landmarks[:, 42:48].mean(1)],
+                     axis=1)
+  out = augment.apply({'image': batch['image'], 'eye_centres': centres},
+                      augment.draw(FLIP_ONLY, 2, 0, 0))
+  np.testing.assert_allclose(
+      out['eye_centres'], np.stack([expected[:, 36:42].mean(1),
+                                    expected[:, 42:48].mean(1)], axis=1),
+      atol=1e-3)
 
 
 def test_similarity_moves_pixels_with_the_landmarks():

@@ -2,7 +2,8 @@
 
 Applied by `pipeline.batch_source` to each global training batch in the
 `pipeline` face format (image, pncc, mask [B, S, S, C]; landmarks_2d
-[B, 68, 2]; landmark_weights [B, 68]); other keys pass through unchanged.
+[B, 68, 2]; landmark_weights [B, 68]; CelebA's eye_centres [B, 2, 2]); other
+keys pass through unchanged.
 Per example:
 
   * horizontal flip (probability `flip`): the image mirrored about its
@@ -179,6 +180,10 @@ def apply(batch: Mapping[str, np.ndarray], draws: Draws) -> dict:
     points = transform_points(out['landmarks_2d'], draws, height, width)
     out['landmarks_2d'] = np.where(flip[:, None, None],
                                    points[:, IBUG68_FLIP], points)
+  if 'eye_centres' in out:  # [B, 2, 2], viewer's left eye first: swap.
+    points = transform_points(out['eye_centres'], draws, height, width)
+    out['eye_centres'] = np.where(flip[:, None, None], points[:, ::-1],
+                                  points)
   if 'landmark_weights' in out:
     weights = np.asarray(out['landmark_weights'])
     out['landmark_weights'] = np.where(flip[:, None],
