@@ -11,6 +11,7 @@ from pnccface.facemodel.ddfa import load_3ddfa_noneck_model
 from pnccface.facemodel.ddfa import load_3ddfa_sparse_model
 from pnccface.facemodel.ddfa import load_3ddfa_v2_bfm
 from pnccface.facemodel.ddfa import read_param_whitening
+from pnccface.facemodel.ict import ict_facekit_model
 from pnccface.facemodel.loading import FaceFileError
 from pnccface.facemodel.params import FaceParams
 from pnccface.facemodel.params import read_face_params
