@@ -58,6 +58,7 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
   # Registers the project's builders with TFDS.
   from pnccface.data import aflw2000_3d  # pylint: disable=g-import-not-at-top,unused-import
   from pnccface.data import face_photos  # pylint: disable=g-import-not-at-top,unused-import
+  from pnccface.data import fitted_faces  # pylint: disable=g-import-not-at-top,unused-import
   from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
   builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
