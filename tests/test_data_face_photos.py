@@ -131,3 +131,18 @@ def test_landmark_csv_errors_name_the_row(tmp_path):
   path.write_text(','.join(header) + '\na.jpg,' + ','.join(['1'] * 135) + '\n')
   with pytest.raises(ValueError, match=r'landmarks.csv:2: expected 137'):
     face_photos.read_landmarks_csv(path)
+
+
+def test_photos_without_landmarks_mix_with_faces68(shared_data, tmp_path):
+  from pnccface.data import pipeline  # pylint: disable=g-import-not-at-top
+  rows = [
+      pipeline.to_numpy(_build(name, shared_data, tmp_path / name,
+                               max_images=3, image_size=32).as_dataset(
+                                   split='train').map(
+                                       pipeline.to_face_example))
+      for name in ('celeba_10k', 'faces68')]
+  mixed = pipeline.concatenate(rows)
+  assert sorted(mixed) == ['image', 'landmark_weights', 'landmarks_2d']
+  weights = mixed['landmark_weights'].sum(axis=1)
+  np.testing.assert_array_equal(
+      weights, [0] * len(rows[0]['image']) + [68] * len(rows[1]['image']))

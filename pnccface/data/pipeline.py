@@ -304,6 +304,20 @@ def _records_dataset(records, fn) -> tf.data.Dataset | Batch:
           tf.data.experimental.assert_cardinality(len(records)))
 
 
+def concatenate(parts: list[Batch], name: str = '') -> Batch:
+  """The union of in-memory face-format datasets, on their common keys.
+
+  This is how photos without landmarks train MoFa: their landmark weights
+  are 0 and the landmark term comes from the photos mixed in that have them
+  (docs/real_data.md explains the choice over predicting landmarks).
+  """
+  if any(not isinstance(p, dict) for p in parts):
+    raise ValueError(f'{name}: only in-memory datasets (<= {IN_MEMORY_LIMIT} '
+                     'examples each) can be mixed')
+  keys = set.intersection(*(set(p) for p in parts))
+  return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)}
+
+
 def face_dataset(name: str, split: str, *, data_dir: str | None = None,
                  builder_kwargs: Mapping | None = None,
                  num_samples: int | None = None, subset_seed: int = 0,
@@ -318,6 +332,9 @@ def face_dataset(name: str, split: str, *, data_dir: str | None = None,
       files in `manual_dir` (`real_faces`): 'the300w_lp' (PNCC targets from
       `face_model`, the user's BFM), 'celeb_a' (crops, 5 landmarks),
       'aflw2000_3d' (crops, landmarks; dense ground truth with `face_model`).
+      'A+B' mixes datasets (`concatenate`), e.g.
+      'face_photos/celeba_10k+face_photos/faces68': photos without
+      landmarks (weight 0) trained with photos that have them.
     split, data_dir, builder_kwargs, manual_dir: see `load_split`; release
       datasets take 'NAME' or 'NAME[a:b]'.
     num_samples: a few-shot subset (`few_shot_indices`); None or -1: all.
@@ -329,6 +346,12 @@ def face_dataset(name: str, split: str, *, data_dir: str | None = None,
     In-memory arrays when the split (or subset) is small enough
     (`IN_MEMORY_LIMIT`), else a tf.data.Dataset.
   """
+  if '+' in name:
+    return concatenate([face_dataset(
+        part, split, data_dir=data_dir, builder_kwargs=builder_kwargs,
+        num_samples=num_samples, subset_seed=subset_seed,
+        image_size=image_size, manual_dir=manual_dir, face_model=face_model)
+                        for part in name.split('+')], name)
   if name in RELEASE_DATASETS:
     records, fn = release_records(name, split, manual_dir=manual_dir,
                                   face_model=face_model,
