@@ -34,11 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pnccface import facemodel
 from pnccface import fitting
 from pnccface import geometry
 from pnccface import render
 from pnccface.data import face_photos
 from pnccface.data import synthesis
+from pnccface.data import synthetic_faces
 from pnccface.facemodel import MorphableModel
 from pnccface.render import rasterizer
 
@@ -142,8 +144,11 @@ def _uint8(x) -> np.ndarray:
   return np.round(np.clip(np.asarray(x), 0.0, 1.0) * 255).astype(np.uint8)
 
 
-class FittedFaces(tfds.core.GeneratorBasedBuilder):
-  """Photos with 3DMM fits to their landmarks and rendered PNCC targets."""
+class FittedFaces(synthetic_faces.ModelBuilder):
+  """Photos with 3DMM fits to their landmarks and rendered PNCC targets.
+
+  `model` defaults to `facemodel.ict_facekit_model()`.
+  """
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
@@ -156,17 +161,8 @@ class FittedFaces(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_CONFIG_NAME = 'faces68'
 
-  def __init__(self, *, model: MorphableModel | None = None, **kwargs):
-    """`model` defaults to `facemodel.ict_facekit_model()`."""
-    self._model = model
-    super().__init__(**kwargs)
-
-  @property
-  def model(self) -> MorphableModel:
-    if self._model is None:
-      from pnccface import facemodel  # pylint: disable=g-import-not-at-top
-      self._model = facemodel.ict_facekit_model()
-    return self._model
+  def default_model(self) -> MorphableModel:
+    return facemodel.ict_facekit_model()
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
@@ -175,9 +171,7 @@ class FittedFaces(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         description=__doc__,
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3)),
-            'pncc': tfds.features.Image(shape=(size, size, 3)),
-            'mask': tfds.features.Image(shape=(size, size, 1)),
+            **synthetic_faces.rendered_image_features(size),
             'landmarks_2d': tfds.features.Tensor(shape=(68, 2), dtype=f32),
             'landmark_weights': tfds.features.Tensor(shape=(68,), dtype=f32),
             'fitted_landmarks_2d': tfds.features.Tensor(shape=(68, 2),
