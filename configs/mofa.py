@@ -4,27 +4,22 @@
 crops, trained on CelebA in the paper; the embedded synthetic dataset by
 default here); `get_config('tiny')` is a seconds-scale variant for tests
 (64x64, a tiny AlexNet-style encoder, a few hundred steps).
-
-Loss weights are on our normalised terms (see pnccface/train/mofa.py for the
-terms and why MoFa's published weights do not transfer).
 """
 
 import ml_collections
 
 
-def model_config(tiny: bool = False) -> ml_collections.ConfigDict:
+def model_config() -> ml_collections.ConfigDict:
   """Encoder sizes (pnccface.models.mofa.encoder_from_config)."""
   return ml_collections.ConfigDict(dict(
       backbone='alexnet',  # or 'resnet'
       alexnet=dict(
-          conv_features=(16, 32, 32, 32, 32) if tiny else
-          (96, 256, 384, 384, 256),
-          kernel_sizes=(5, 3, 3, 3, 3) if tiny else (11, 5, 3, 3, 3),
-          strides=(2, 1, 1, 1, 1) if tiny else (4, 1, 1, 1, 1),
+          conv_features=(96, 256, 384, 384, 256),
+          kernel_sizes=(11, 5, 3, 3, 3),
+          strides=(4, 1, 1, 1, 1),
           pool_after=(0, 1, 4),
-          dense_features=(128,) if tiny else (4096, 4096)),
-      resnet=dict(width=8 if tiny else 32,
-                  stage_blocks=(1, 1, 1) if tiny else (2, 2, 2, 2)),
+          dense_features=(4096, 4096)),
+      resnet=dict(width=32, stage_blocks=(2, 2, 2, 2)),
       norm='none',  # 'batch' | 'group' | 'none' (AlexNet: none)
       max_angle_degrees=90.0,  # Euler angles = max * tanh(raw)
       initial_irradiance=1.0,  # ambient light of the initial prediction
@@ -34,7 +29,6 @@ def model_config(tiny: bool = False) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  tiny = arg == 'tiny'
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.face_model = 'default'  # the embedded model; or a BFM/3DDFA path
@@ -43,17 +37,19 @@ def get_config(arg=None):
   config.eval_dataset = 'synthetic_faces'  # Table 1: 'aflw2000_3d'
   config.eval_split = 'test'
   config.num_train_samples = -1  # -1: all
-  config.num_eval_samples = 32 if tiny else 1000
-  config.image_size = 64 if tiny else 240  # MoFa: 240x240 crops
+  config.num_eval_samples = 1000
+  config.image_size = 240  # MoFa: 240x240 crops
   config.use_pncc = False
   config.pncc_source = 'none'  # MoFa reads no PNCC
-  config.model = model_config(tiny)
+  config.model = model_config()
   config.init_from = ''  # a MoFa workdir to start from ('' = random)
-  config.batch_size = 8 if tiny else 32  # global, over all devices
-  config.num_train_steps = 300 if tiny else 200_000
+  config.batch_size = 32  # global, over all devices
+  config.num_train_steps = 200_000
   config.optimizer = ml_collections.ConfigDict(dict(
-      lr=1e-3 if tiny else 1e-4, b1=0.9, b2=0.999, weight_decay=0.0,
-      grad_clip=1.0, schedule='cosine', warmup_steps=0 if tiny else 1_000))
+      lr=1e-4, b1=0.9, b2=0.999, weight_decay=0.0,
+      grad_clip=1.0, schedule='cosine', warmup_steps=1_000))
+  # Weights on our normalised terms: MoFa's published ones do not transfer
+  # (pnccface/train/mofa.py says why).
   config.loss = ml_collections.ConfigDict(dict(
       photo_norm='l2',  # 'l2': squared RGB distance; 'l21': its root
       w_photo=1.0,
@@ -62,9 +58,25 @@ def get_config(arg=None):
       w_expression=8e-5,  # MoFa's 0.8 x the shape prior weight
       w_albedo=1e-4,
   ))
-  config.log_every = 25 if tiny else 100
-  config.eval_every = 0 if tiny else 5_000  # 0: at the end only
-  config.checkpoint_every = 100 if tiny else 5_000
+  config.log_every = 100
+  config.eval_every = 5_000  # 0: at the end only
+  config.checkpoint_every = 5_000
   config.keep_checkpoints = 3
-  config.use_tensorboard = not tiny
+  config.use_tensorboard = True
+
+  if arg == 'tiny':
+    config.dataset = 'synthetic_faces/tiny'
+    config.num_eval_samples = 32  # synthetic_faces/tiny has 32 test faces
+    config.image_size = 64
+    config.model.alexnet.update(dict(
+        conv_features=(16, 32, 32, 32, 32), kernel_sizes=(5, 3, 3, 3, 3),
+        strides=(2, 1, 1, 1, 1), dense_features=(128,)))
+    config.model.resnet.update(dict(width=8, stage_blocks=(1, 1, 1)))
+    config.batch_size = 8
+    config.num_train_steps = 300
+    config.optimizer.update(dict(lr=1e-3, warmup_steps=0))
+    config.log_every = 25
+    config.eval_every = 0
+    config.checkpoint_every = 100
+    config.use_tensorboard = False
   return config

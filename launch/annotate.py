@@ -1,22 +1,22 @@
 r"""Annotates a face dataset with the PNCCs of a stage-1 predictor.
 
-  python launch/annotate.py --config=configs/pncc_few.py:tiny \
-      --pncc_workdir=workdirs/pncc_few --dataset=synthetic_faces/tiny \
-      --split=train --image_size=64 --output=workdirs/annotated_few/train
+  python launch/annotate.py --pncc_workdir=workdirs/pncc_few \
+      --dataset=synthetic_faces/tiny --split=train --image_size=64 \
+      --output=workdirs/annotated_few/train
 
 Resumable: re-running keeps the finished shards and goes on.
 """
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from pnccface import logs  # first: quiets TensorFlow's C++ logs
 from pnccface import stages
+from pnccface import workdirs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/pncc_few.py', 'The predictor\'s stage-1 config.')
-_PNCC_WORKDIR = flags.DEFINE_string('pncc_workdir', None,
-                                    'Stage-1 workdir.', required=True)
+_PNCC_WORKDIR = flags.DEFINE_string(
+    'pncc_workdir', None, 'Stage-1 workdir (its config.json names the model).',
+    required=True)
 _DATASET = flags.DEFINE_string('dataset', 'synthetic_faces', 'TFDS name.')
 _SPLIT = flags.DEFINE_string('split', 'train', 'TFDS split.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 240,
@@ -27,9 +27,10 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
 
 def main(argv):
   del argv
-  count = stages.annotate(_CONFIG.value, _PNCC_WORKDIR.value, _DATASET.value,
-                          _SPLIT.value, _IMAGE_SIZE.value, _OUTPUT.value,
-                          _DATA_DIR.value)
+  logs.quiet_libraries()
+  count = stages.annotate(workdirs.load_config(_PNCC_WORKDIR.value),
+                          _PNCC_WORKDIR.value, _DATASET.value, _SPLIT.value,
+                          _IMAGE_SIZE.value, _OUTPUT.value, _DATA_DIR.value)
   print(f'{count} examples in {_OUTPUT.value}')
 
 

@@ -12,9 +12,14 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from pnccface import logs  # first: quiets TensorFlow's C++ logs
 from pnccface import stages
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/mofa.py')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/mofa.py',
+    'The stage-2 config: keys and meaning in configs/mofa.py and '
+    'configs/mofa_pncc.py; `:tiny` selects the tiny variant, '
+    '--config.<key>=<value> overrides one key.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and logs.',
                                required=True)
 _ANNOTATED_TRAIN = flags.DEFINE_string(
@@ -22,14 +27,17 @@ _ANNOTATED_TRAIN = flags.DEFINE_string(
 _ANNOTATED_EVAL = flags.DEFINE_string(
     'annotated_eval', None, 'Annotated evaluation set.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
+_FORCE = flags.DEFINE_bool(
+    'force', False, 'Go on in a workdir made with another config.')
 
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   stages.run_mofa(_CONFIG.value, _WORKDIR.value,
                   annotated_train=_ANNOTATED_TRAIN.value,
                   annotated_eval=_ANNOTATED_EVAL.value,
-                  data_dir=_DATA_DIR.value)
+                  data_dir=_DATA_DIR.value, force=_FORCE.value)
 
 
 if __name__ == '__main__':

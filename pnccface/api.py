@@ -9,17 +9,18 @@
     result.yaw_degrees, result.vertices_screen      # pose, mesh in the image
     api.export_mesh(result, 0, 'face.obj', reconstructor.face_model)
 
-Images are [N, H, W, 3] (or one [H, W, 3]) uint8 in 0..255 or float in
-[0, 1], square, already cropped to the face (see `pnccface.data.crop`); they
-are resized to each model's input size, and outputs refer to the image size
-given. A workdir is a stage's output folder: its `config.json` (written by
-`pnccface.stages`) and its latest orbax checkpoint.
+Images are [N, H, W, 3] (or one [H, W, 3], or a list of equal-sized
+[H, W, 3]), square, already cropped to the face (see `pnccface.data.crop`):
+uint8 in 0..255, or float in [0, 1], or float in [0, 255] (a float batch
+whose maximum exceeds 1, such as `crop.crop_image` of a uint8 photo, is read
+as 0..255). They are resized to each model's input size, and outputs refer
+to the image size given. A workdir is a stage's output folder: its
+`config.json` (written by `pnccface.stages`) and its latest orbax checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any, NamedTuple
 
@@ -29,36 +30,46 @@ import ml_collections
 import numpy as np
 
 from pnccface import stages
+from pnccface import workdirs
 from pnccface.facemodel import MorphableModel
 from pnccface.train import common
 from pnccface.train import mofa as mofa_train
 from pnccface.train import pncc as pncc_train
 
-CONFIG_FILE = 'config.json'
+CONFIG_FILE = workdirs.CONFIG_FILE
 
 
-def load_workdir_config(workdir) -> ml_collections.ConfigDict:
-  """The config a stage was trained with (`<workdir>/config.json`)."""
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  if not path.is_file():
-    raise FileNotFoundError(
-        f'{path} not found: {workdir} is not a workdir written by '
-        'pnccface.stages / launch/*.py')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+def load_workdir_config(workdir, stage: str | None = None
+                        ) -> ml_collections.ConfigDict:
+  """The config a stage was trained with (`<workdir>/config.json`); with
+  `stage`, raises unless the workdir is of that stage (`workdirs.STAGES`)."""
+  config = workdirs.load_config(workdir)
+  if stage is not None and workdirs.stage_of(config) != stage:
+    raise ValueError(f'{workdir} is a {workdirs.stage_of(config)} workdir, '
+                     f'not a {stage} one')
+  return config
 
 
 def as_float_images(images, name: str = 'images') -> np.ndarray:
   """Validates and converts images to [N, H, W, 3] float32 in [0, 1].
 
-  Accepts [N, H, W, 3] or [H, W, 3], uint8 (0..255) or float (0..1), square.
-  Raises ValueError/TypeError saying what is wrong.
+  Accepts what the module docstring says. Raises ValueError/TypeError naming
+  `name` and the shape, dtype, range or index that is wrong.
   """
+  if isinstance(images, (list, tuple)):
+    shapes = [np.shape(image) for image in images]
+    for index, shape in enumerate(shapes):
+      if shape != shapes[0]:
+        raise ValueError(f'{name}[{index}] has shape {shape}, {name}[0] '
+                         f'{shapes[0]}: crop them to one size first')
   images = np.asarray(images)
   if images.ndim == 3:
     images = images[None]
   if images.ndim != 4 or images.shape[-1] != 3:
     raise ValueError(f'{name} must have shape [N, H, W, 3] or [H, W, 3], got '
                      f'{images.shape}')
+  if not images.shape[0]:
+    raise ValueError(f'{name} is empty (shape {images.shape})')
   if images.shape[1] != images.shape[2]:
     raise ValueError(f'{name} must be square face crops, got '
                      f'{images.shape[1]}x{images.shape[2]}')
@@ -66,10 +77,17 @@ def as_float_images(images, name: str = 'images') -> np.ndarray:
     return images.astype(np.float32) / 255.0
   if not np.issubdtype(images.dtype, np.floating):
     raise TypeError(f'{name} must be uint8 or float, got {images.dtype}')
-  if images.size and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
-    raise ValueError(f'float {name} must lie in [0, 1], got '
-                     f'[{images.min():.3g}, {images.max():.3g}]')
-  return images.astype(np.float32)
+  finite = np.isfinite(images).all(axis=(1, 2, 3))
+  if not finite.all():
+    raise ValueError(f'{name}[{int(np.argmin(finite))}] has NaN or infinite '
+                     'values')
+  low, high = float(images.min()), float(images.max())
+  if low < -1e-3 or high > 255 + 1e-3:
+    raise ValueError(f'float {name} must lie in [0, 1] or [0, 255], got '
+                     f'[{low:.3g}, {high:.3g}]')
+  if high > 1 + 1e-3:  # 0..255 floats, e.g. crop.crop_image of a uint8 photo
+    images = images / 255.0
+  return np.clip(images, 0.0, 1.0).astype(np.float32)
 
 
 def _resize(images, size: int) -> jnp.ndarray:
@@ -107,7 +125,7 @@ class PNCCPredictor:
 
 def load_pncc_predictor(workdir) -> PNCCPredictor:
   """Loads a stage-1 workdir (e.g. workdirs/tiny/pncc_few)."""
-  config = load_workdir_config(workdir)
+  config = load_workdir_config(workdir, 'pncc')
   return PNCCPredictor(config, common.load_apply_variables(workdir),
                        pncc_train.make_predict_fn(config))
 
@@ -160,6 +178,9 @@ class Reconstructor:
     """
     images = as_float_images(images)
     size = images.shape[1]
+    if pncc is not None and not self.config.use_pncc:
+      raise ValueError('this reconstructor is plain MoFa (RGB input): it '
+                       'reads no `pncc`')
     if self.config.use_pncc:
       if pncc is None:
         if self.pncc_predictor is None:
@@ -197,7 +218,7 @@ def load_reconstructor(workdir, pncc_predictor: PNCCPredictor | str | None
                        = None) -> Reconstructor:
   """Loads a stage-2 workdir; `pncc_predictor` (object or stage-1 workdir)
   provides the PNCC input of MoFaPNCC."""
-  config = load_workdir_config(workdir)
+  config = load_workdir_config(workdir, 'mofa')
   if isinstance(pncc_predictor, (str, pathlib.Path)):
     pncc_predictor = load_pncc_predictor(pncc_predictor)
   face_model = stages.load_face_model(config.face_model)

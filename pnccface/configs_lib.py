@@ -1,8 +1,7 @@
 """Loading ml_collections config files by path (the files in configs/).
 
-Config files are plain modules with `get_config(arg=None)`, loaded by path as
-`ml_collections.config_flags` does, so they cannot import each other as a
-package; `sibling` loads one config file from another.
+`load('configs/pncc_few.py:tiny')` does what `config_flags` does with
+`--config=configs/pncc_few.py:tiny`, for notebooks and tests.
 """
 
 from __future__ import annotations
@@ -24,12 +23,6 @@ def load_module(path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-def sibling(current_file: str, name: str):
-  """The config module `name` (e.g. 'mofa') beside `current_file`."""
-  return load_module(pathlib.Path(current_file).resolve().parent /
-                     f'{name}.py')
 
 
 def load(spec: str) -> ml_collections.ConfigDict:

@@ -1,9 +1,14 @@
-"""Shared test fixtures: the location of ../shared/data, skipping when absent."""
+"""Shared test helpers: ../shared/data (skipping when absent) and the small
+procedural faces and face model the training tests share."""
 
 import os
 import pathlib
 
+import numpy as np
 import pytest
+
+from pnccface import facemodel
+from pnccface.train import common
 
 SHARED_DATA = pathlib.Path(
     os.environ.get('PNCCFACE_SHARED_DATA',
@@ -17,3 +22,103 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f'shared data not found at {SHARED_DATA}')
   return SHARED_DATA
+
+
+def ellipse_faces(seed: int, n: int, size: int = 32) -> dict:
+  """Procedural 'faces': a shaded ellipse on a coloured background.
+
+  Returns {'image': [n, size, size, 3], 'pncc': [n, size, size, 3],
+  'mask': [n, size, size, 1]} float32. The fake PNCC inside the ellipse is
+  ((u + 1) / 2, (v + 1) / 2, sqrt(1 - u^2 - v^2)) of the ellipse's own
+  normalised coordinates (u, v) (like NCC of a posed half-sphere); 0 outside.
+  """
+  rng = np.random.RandomState(seed)
+  c = (np.arange(size) + 0.5) / size
+  x, y = np.meshgrid(c, c)
+  images = np.empty((n, size, size, 3), np.float32)
+  pnccs = np.zeros((n, size, size, 3), np.float32)
+  masks = np.zeros((n, size, size, 1), np.float32)
+  for i in range(n):
+    cx, cy = rng.uniform(0.35, 0.65, 2)
+    ax, ay = rng.uniform(0.18, 0.32, 2)
+    t = rng.uniform(-0.6, 0.6)
+    dx, dy = x - cx, y - cy
+    u = (np.cos(t) * dx + np.sin(t) * dy) / ax
+    v = (-np.sin(t) * dx + np.cos(t) * dy) / ay
+    inside = u**2 + v**2 < 1
+    w = np.sqrt(np.clip(1 - u**2 - v**2, 0, 1))
+    skin = rng.uniform(0.4, 0.9, 3)
+    background = rng.uniform(0.0, 1.0, 3)
+    light = rng.uniform(-0.5, 0.5, 2)
+    shade = np.clip(0.6 + 0.4 * w + 0.2 * (light[0] * u + light[1] * v), 0, 1)
+    image = np.where(inside[..., None], shade[..., None] * skin, background)
+    image += rng.normal(0, 0.02, image.shape)
+    images[i] = np.clip(image, 0, 1)
+    pnccs[i] = np.where(inside[..., None],
+                        np.stack([(u + 1) / 2, (v + 1) / 2, w], -1), 0)
+    masks[i, ..., 0] = inside
+  return {'image': images, 'pncc': pnccs, 'mask': masks}
+
+
+def few_shot_source(data: dict, batch_size: int):
+  """Deterministic per-step batches [1, B, ...] drawn from `data`:
+  step s uses RandomState(s), so any start step is cheap to seek to."""
+  n = data['image'].shape[0]
+
+  def batch_for_step(step):
+    idx = np.random.RandomState(step).randint(0, n, batch_size)
+    return {k: v[idx][None] for k, v in data.items()}
+
+  return common.batches_from_fn(batch_for_step)
+
+
+def tiny_face_model(grid: int = 33, seed: int = 0):
+  """A small smooth 'face': a bumped elliptic cap on a grid (mm units)."""
+  rng = np.random.default_rng(seed)
+  u = np.linspace(-1.0, 1.0, grid)
+  xs, ys = np.meshgrid(u, u)  # row i: y = u[i] (up), column j: x = u[j]
+  r2 = xs**2 + ys**2
+  nose = 12.0 * np.exp(-(xs**2 + (ys + 0.05)**2) / 0.02)
+  z = 35.0 * (1.0 - 0.6 * r2) + nose
+  mean = np.stack([70.0 * xs, 90.0 * ys, z], -1).reshape(-1, 3)
+  idx = np.arange(grid * grid).reshape(grid, grid)
+  a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+  c, d = idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
+  triangles = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+  # 68 landmarks: a jaw arc, brows, nose, eyes and a mouth ring.
+  t = np.linspace(0, 1, 17)
+  jaw = np.stack([-0.8 + 1.6 * t, -0.1 - 0.7 * np.sin(np.pi * t)], 1)
+  brows = np.stack([np.r_[np.linspace(-0.6, -0.15, 5), np.linspace(0.15, 0.6, 5)],
+                    np.full(10, 0.45)], 1)
+  nose_pts = np.r_[np.stack([np.zeros(4), np.linspace(0.3, 0.0, 4)], 1),
+                   np.stack([np.linspace(-0.15, 0.15, 5), np.full(5, -0.08)], 1)]
+  eye = lambda cx: np.stack([cx + 0.15 * np.cos(np.linspace(0, 2 * np.pi, 7)[:-1]),
+                             0.25 + 0.06 * np.sin(np.linspace(0, 2 * np.pi, 7)[:-1])], 1)
+  mouth = lambda rx, ry, n: np.stack(
+      [rx * np.cos(np.linspace(0, 2 * np.pi, n + 1)[:-1]),
+       -0.4 + ry * np.sin(np.linspace(0, 2 * np.pi, n + 1)[:-1])], 1)
+  pts = np.concatenate([jaw, brows, nose_pts, eye(-0.35), eye(0.35),
+                        mouth(0.35, 0.12, 12), mouth(0.2, 0.05, 8)])
+  grid_xy = np.stack([xs.ravel(), ys.ravel()], 1)
+  landmarks = np.argmin(((pts[:, None] - grid_xy[None])**2).sum(-1), 1)
+  def smooth_fields(k, amp):
+    f = []
+    for _ in range(k):
+      fx, fy, px, py = rng.uniform(0.5, 2.0), rng.uniform(0.5, 2.0), *rng.uniform(0, 6.3, 2)
+      base = np.cos(fx * np.pi * xs + px) * np.cos(fy * np.pi * ys + py)
+      f.append(base.reshape(-1, 1) * rng.normal(size=(1, 3)) * amp)
+    return np.stack(f, -1).astype(np.float32)
+  shape_basis = smooth_fields(6, 1.0)
+  expression_basis = smooth_fields(3, 1.0)
+  albedo_basis = smooth_fields(4, 1.0)
+  skin = np.array([0.75, 0.55, 0.45])
+  dark = (np.exp(-((np.abs(xs) - 0.35)**2 + (ys - 0.25)**2) / 0.01) +
+          np.exp(-(xs**2 / 0.1 + (ys + 0.4)**2 / 0.005)))
+  stripes = 0.1 * np.cos(3 * np.pi * xs)[..., None] * np.array([1.0, -0.5, 0.2])
+  albedo = (skin * (1 - 0.6 * np.clip(dark, 0, 1))[..., None] + stripes)
+  return facemodel.make_model(
+      mean_shape=mean, triangles=triangles, landmark_indices=landmarks,
+      shape_basis=shape_basis, shape_std=np.full(6, 4.0),
+      expression_basis=expression_basis, expression_std=np.full(3, 3.0),
+      albedo_mean=albedo.reshape(-1, 3), albedo_basis=albedo_basis,
+      albedo_std=np.full(4, 0.05), name='tiny_test_face')

@@ -9,7 +9,9 @@ import pytest
 from pnccface.models import autoencoder as ae
 from pnccface.train import autoencoder as stage0
 from pnccface.train import common
-from tests.test_train_common import ellipse_faces, few_shot_source, load_config
+from configs import autoencoder as autoencoder_config
+from configs import pncc_few as pncc_few_config
+from tests.conftest import ellipse_faces, few_shot_source
 
 TINY = dict(resolution=32, base_width=8, z_dim=16, encoder_blocks=1)
 
@@ -195,7 +197,7 @@ def test_ssim_matches_bruteforce():
 @pytest.mark.parametrize('with_gan', [
     False, pytest.param(True, marks=pytest.mark.slow)])
 def test_stage0_trains_and_feeds_stage1(tmp_path, with_gan):
-  config = load_config('autoencoder', 'tiny')
+  config = autoencoder_config.get_config('tiny')
   config.loss.with_gan = with_gan
   config.num_train_steps = 4
   config.checkpoint_every = 4
@@ -213,7 +215,7 @@ def test_stage0_trains_and_feeds_stage1(tmp_path, with_gan):
     assert any(not np.array_equal(x, y) for x, y in zip(before, after)), part
   # The checkpoint initialises the PNCC predictor (stage 1).
   from pnccface.train import pncc  # pylint: disable=g-import-not-at-top
-  pconfig = load_config('pncc_few', 'tiny')
+  pconfig = pncc_few_config.get_config('tiny')
   pconfig.init_from = str(tmp_path / 'ae')
   variables = pncc.init_variables(pconfig, jax.random.PRNGKey(0))
   np.testing.assert_array_equal(

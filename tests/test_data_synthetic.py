@@ -90,3 +90,12 @@ def test_face_examples_pipeline_format(tiny_test_split, tmp_path_factory):
                               data_dir=str(data_dir), num_samples=50,
                               subset_seed=0)
   assert few['image'].shape[0] == 50
+
+
+def test_plain_name_means_the_default_config(tmp_path):
+  # TFDS reads DEFAULT_BUILDER_CONFIG_NAME; without it the first config
+  # (tiny, 192 images) would silently stand for 'synthetic_faces'.
+  import pnccface.data.synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import
+  builder = tfds.builder('synthetic_faces', data_dir=tmp_path)
+  assert builder.builder_config.name == 'default'
+  assert builder.builder_config.num_examples[0] == 50000

@@ -58,3 +58,22 @@ def test_predict_on_crops_maps_back_to_the_image(release):
 
   predicted = aflw.predict_on_crops(folder, params[:5], oracle, crop_size=64)
   np.testing.assert_allclose(predicted, gt, atol=1e-3)
+
+
+def test_release_in_aflw2000_subfolder_and_corrupt_jpg_named(shared_data,
+                                                            tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from pnccface.data import aflw2000_3d  # pylint: disable=g-import-not-at-top
+  source = sorted((shared_data / 'aflw2000_3d_sample').glob('image*.jpg'))[:2]
+  folder = tmp_path / 'AFLW2000'
+  folder.mkdir()
+  for jpg in source:
+    shutil.copy(jpg, folder)
+    shutil.copy(jpg.with_suffix('.mat'), folder)
+  params = aflw.read_release(tmp_path)  # the zip's layout: AFLW2000/
+  assert len(params) == 2
+  bad = folder / source[1].name
+  bad.write_bytes(bad.read_bytes()[:100])
+  with pytest.raises(aflw2000_3d.CorruptImageError,
+                     match=source[1].stem + r'\.jpg'):
+    aflw.predict_on_crops(tmp_path, params, lambda x: x, crop_size=32)

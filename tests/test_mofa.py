@@ -12,6 +12,7 @@ from pnccface import geometry
 from pnccface.data import synthesis
 from pnccface.models import mofa
 from pnccface.train import mofa as train_mofa
+from tests.conftest import tiny_face_model
 
 SIZE = 64
 TINY_ALEXNET = dict(conv_features=(8, 16, 16, 16, 16),
@@ -19,58 +20,6 @@ TINY_ALEXNET = dict(conv_features=(8, 16, 16, 16, 16),
                     pool_after=(0, 1, 4), dense_features=(32,))
 
 DECODE = jax.jit(mofa.decode)
-
-
-def tiny_face_model(grid: int = 33, seed: int = 0):
-  """A small smooth 'face': a bumped elliptic cap on a grid (mm units)."""
-  rng = np.random.default_rng(seed)
-  u = np.linspace(-1.0, 1.0, grid)
-  xs, ys = np.meshgrid(u, u)  # row i: y = u[i] (up), column j: x = u[j]
-  r2 = xs**2 + ys**2
-  nose = 12.0 * np.exp(-(xs**2 + (ys + 0.05)**2) / 0.02)
-  z = 35.0 * (1.0 - 0.6 * r2) + nose
-  mean = np.stack([70.0 * xs, 90.0 * ys, z], -1).reshape(-1, 3)
-  idx = np.arange(grid * grid).reshape(grid, grid)
-  a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
-  c, d = idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
-  triangles = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
-  # 68 landmarks: a jaw arc, brows, nose, eyes and a mouth ring.
-  t = np.linspace(0, 1, 17)
-  jaw = np.stack([-0.8 + 1.6 * t, -0.1 - 0.7 * np.sin(np.pi * t)], 1)
-  brows = np.stack([np.r_[np.linspace(-0.6, -0.15, 5), np.linspace(0.15, 0.6, 5)],
-                    np.full(10, 0.45)], 1)
-  nose_pts = np.r_[np.stack([np.zeros(4), np.linspace(0.3, 0.0, 4)], 1),
-                   np.stack([np.linspace(-0.15, 0.15, 5), np.full(5, -0.08)], 1)]
-  eye = lambda cx: np.stack([cx + 0.15 * np.cos(np.linspace(0, 2 * np.pi, 7)[:-1]),
-                             0.25 + 0.06 * np.sin(np.linspace(0, 2 * np.pi, 7)[:-1])], 1)
-  mouth = lambda rx, ry, n: np.stack(
-      [rx * np.cos(np.linspace(0, 2 * np.pi, n + 1)[:-1]),
-       -0.4 + ry * np.sin(np.linspace(0, 2 * np.pi, n + 1)[:-1])], 1)
-  pts = np.concatenate([jaw, brows, nose_pts, eye(-0.35), eye(0.35),
-                        mouth(0.35, 0.12, 12), mouth(0.2, 0.05, 8)])
-  grid_xy = np.stack([xs.ravel(), ys.ravel()], 1)
-  landmarks = np.argmin(((pts[:, None] - grid_xy[None])**2).sum(-1), 1)
-  def smooth_fields(k, amp):
-    f = []
-    for _ in range(k):
-      fx, fy, px, py = rng.uniform(0.5, 2.0), rng.uniform(0.5, 2.0), *rng.uniform(0, 6.3, 2)
-      base = np.cos(fx * np.pi * xs + px) * np.cos(fy * np.pi * ys + py)
-      f.append(base.reshape(-1, 1) * rng.normal(size=(1, 3)) * amp)
-    return np.stack(f, -1).astype(np.float32)
-  shape_basis = smooth_fields(6, 1.0)
-  expression_basis = smooth_fields(3, 1.0)
-  albedo_basis = smooth_fields(4, 1.0)
-  skin = np.array([0.75, 0.55, 0.45])
-  dark = (np.exp(-((np.abs(xs) - 0.35)**2 + (ys - 0.25)**2) / 0.01) +
-          np.exp(-(xs**2 / 0.1 + (ys + 0.4)**2 / 0.005)))
-  stripes = 0.1 * np.cos(3 * np.pi * xs)[..., None] * np.array([1.0, -0.5, 0.2])
-  albedo = (skin * (1 - 0.6 * np.clip(dark, 0, 1))[..., None] + stripes)
-  return facemodel.make_model(
-      mean_shape=mean, triangles=triangles, landmark_indices=landmarks,
-      shape_basis=shape_basis, shape_std=np.full(6, 4.0),
-      expression_basis=expression_basis, expression_std=np.full(3, 3.0),
-      albedo_mean=albedo.reshape(-1, 3), albedo_basis=albedo_basis,
-      albedo_std=np.full(4, 0.05), name='tiny_test_face')
 
 
 @pytest.fixture(scope='module')

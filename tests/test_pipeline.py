@@ -1,35 +1,96 @@
-"""The one-command tiny pipeline, the API and the quick-start notebook (slow).
+"""The README's commands, the tiny pipeline, the API and the notebook (slow).
 
-One tiny pipeline run (minutes on 2 CPU cores) backs all tests here.
+The quick start runs as the README writes it, in a copy of the repository,
+from a relative workdir; the tests below use what it trained.
 """
 
 import json
 import os
 import pathlib
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from pnccface import api
-from pnccface import configs_lib
-from pnccface import stages
+from pnccface.evaluation import paper
 from pnccface.evaluation import report
+from configs import pipeline as pipeline_config
 
 pytestmark = pytest.mark.slow
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Lines that open a stage in the default-verbosity log.
+STAGE_START = re.compile(r': training in |annotate: |report: ')
+
+
+def readme_commands(section: str) -> list[str]:
+  """The `python ...` commands of a README section, continuations joined."""
+  text = (REPO / 'README.md').read_text()
+  body = text.split(f'## {section}', 1)[1].split('\n## ', 1)[0]
+  code = re.sub(r'\\\n\s*', ' ', body)
+  return [line.strip().split('  #')[0].strip() for line in code.splitlines()
+          if line.startswith('    python ')]
+
+
+def run_readme_command(command: str, cwd, data_dir) -> str:
+  env = dict(os.environ, PYTHONPATH=str(cwd), TFDS_DATA_DIR=str(data_dir))
+  result = subprocess.run(command.replace('python ', f'{sys.executable} ', 1),
+                          shell=True, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=3600)
+  output = result.stdout + result.stderr
+  assert result.returncode == 0, f'{command} failed:\n{output[-5000:]}'
+  return output
 
 
 @pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('pipeline')
+def clone(tmp_path_factory):
+  """A copy of the working tree (no workdirs, caches or venvs)."""
+  copy = tmp_path_factory.mktemp('clone') / 'pnccface'
+  shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(
+      '.git', 'workdirs', '.venv', '__pycache__', '*.egg-info'))
+  return copy
+
+
+@pytest.fixture(scope='module')
+def tiny_run(clone, tmp_path_factory):
   data_dir = tmp_path_factory.mktemp('tfds')
-  config = configs_lib.load(str(REPO / 'configs' / 'pipeline.py') + ':tiny')
-  rows = stages.run_paper(config, workdir, str(data_dir))
-  return config, workdir, data_dir, rows
+  (command,) = readme_commands('Quick start')
+  assert '--workdir=workdirs/tiny' in command
+  output = run_readme_command(command, clone, data_dir)
+  workdir = clone / 'workdirs' / 'tiny'
+  rows = {row.method: row.metrics() for row in report.read_report(
+      workdir / 'report')}
+  return pipeline_config.get_config('tiny'), workdir, data_dir, rows, output
+
+
+def test_quick_start_prints_under_40_lines_per_stage(tiny_run):
+  output = tiny_run[4]
+  lines = output.splitlines()
+  starts = [i for i, line in enumerate(lines) if STAGE_START.search(line)]
+  assert len(starts) == 10, lines  # 3 + 4 annotations + 3 MoFa stages
+  sizes = np.diff(starts + [len(lines)])
+  assert sizes.max() < 40, (sizes, output)
+  assert 'orbax' not in output and 'Reusing dataset' not in output
+  assert 'table1.md' in lines[-3] or 'table1.md' in output.split(
+      'Outputs:')[1]
+
+
+def test_readme_stages_one_by_one_run_as_written(tiny_run, clone):
+  data_dir = tiny_run[2]
+  commands = readme_commands('Stages one by one')
+  assert len(commands) == 5
+  for command in commands:
+    run_readme_command(command, clone, data_dir)
+  for folder in ('ae', 'pncc_few', 'mofa'):
+    assert (clone / 'workdirs' / folder / 'config.json').is_file()
+  assert (clone / 'workdirs' / 'annotated_few' / 'train').is_dir()
 
 
 def test_table1_has_three_methods_by_four_finite_metrics(tiny_run):
-  _, workdir, _, rows = tiny_run
+  _, workdir, _, rows, _ = tiny_run
   assert list(rows) == ['MoFa', 'MoFaPNCC_few', 'MoFaPNCC_full']
   table = json.loads((workdir / 'report' / 'table1.json').read_text())
   restored = report.read_report(workdir / 'report')
@@ -38,24 +99,28 @@ def test_table1_has_three_methods_by_four_finite_metrics(tiny_run):
     values = [metrics[k] for k in report.METRIC_NAMES]
     assert np.all(np.isfinite(values)), (method, metrics)
     assert all(v > 0 for v in values)
-  assert 'MoFaPNCC_few' in (workdir / 'report' / 'table1.md').read_text()
+  markdown = (workdir / 'report' / 'table1.md').read_text()
+  assert 'MoFaPNCC_few' in markdown
+  # The caption says which data each kind of row is on.
+  assert '32 faces of synthetic_faces/tiny' in markdown
+  assert 'AFLW2000-3D' in markdown
   assert table
 
 
 def test_figure3_is_a_grid_of_inputs_and_overlays(tiny_run):
-  config, workdir, _, _ = tiny_run
+  config, workdir, _, _, _ = tiny_run
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   figure = tf.io.decode_png((workdir / 'report' / 'figure3.png').read_bytes())
-  size = max(stages.FIGURE_SIZE, config.mofa.image_size)
+  size = max(paper.FIGURE_SIZE, config.mofa.image_size)
   # 4 rows (images) x 4 columns (input, MoFa, MoFaPNCC_few, _full), 2 px pad.
   assert figure.shape == (4 * (size + 2) + 2, 4 * (size + 2) + 2, 3)
 
 
 def test_rerun_reuses_finished_stages(tiny_run, capsys):
-  config, workdir, data_dir, rows = tiny_run
+  config, workdir, data_dir, rows, _ = tiny_run
   stamp = {p: p.stat().st_mtime for p in
            (workdir / 'mofa' / 'checkpoints').iterdir()}
-  again = stages.run_paper(config, workdir, str(data_dir))
+  again = paper.run_paper(config, workdir, str(data_dir))
   assert {p: p.stat().st_mtime for p in
           (workdir / 'mofa' / 'checkpoints').iterdir()} == stamp
   for method in rows:
@@ -64,7 +129,7 @@ def test_rerun_reuses_finished_stages(tiny_run, capsys):
 
 
 def test_api_predicts_and_reconstructs(tiny_run, tmp_path):
-  config, workdir, _, _ = tiny_run
+  config, workdir, _, _, _ = tiny_run
   predictor = api.load_pncc_predictor(workdir / 'pncc_few')
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
@@ -89,9 +154,8 @@ def test_api_predicts_and_reconstructs(tiny_run, tmp_path):
 
 
 def test_quickstart_notebook_runs(tiny_run, monkeypatch):
-  _, workdir, data_dir, _ = tiny_run
+  _, workdir, data_dir, _, _ = tiny_run
   notebook = json.loads((REPO / 'notebooks' / 'quickstart.ipynb').read_text())
-  monkeypatch.setenv('PNCCFACE_REPO', str(REPO))
   monkeypatch.setenv('PNCCFACE_WORKDIR', str(workdir))
   monkeypatch.setenv('PNCCFACE_DATA_DIR', str(data_dir))
   namespace = {}

@@ -1,7 +1,4 @@
-"""Tests for pnccface.train.common: checkpoints, resume, loop, optimizers.
-
-Also home of `ellipse_faces`, the procedural data the training tests share.
-"""
+"""Tests for pnccface.train.common: checkpoints, resume, loop, optimizers."""
 
 import os
 
@@ -13,65 +10,8 @@ import optax
 import pytest
 
 from pnccface.train import common
-
-
-def ellipse_faces(seed: int, n: int, size: int = 32) -> dict:
-  """Procedural 'faces': a shaded ellipse on a coloured background.
-
-  Returns {'image': [n, size, size, 3], 'pncc': [n, size, size, 3],
-  'mask': [n, size, size, 1]} float32. The fake PNCC inside the ellipse is
-  ((u + 1) / 2, (v + 1) / 2, sqrt(1 - u^2 - v^2)) of the ellipse's own
-  normalised coordinates (u, v) (like NCC of a posed half-sphere); 0 outside.
-  """
-  rng = np.random.RandomState(seed)
-  c = (np.arange(size) + 0.5) / size
-  x, y = np.meshgrid(c, c)
-  images = np.empty((n, size, size, 3), np.float32)
-  pnccs = np.zeros((n, size, size, 3), np.float32)
-  masks = np.zeros((n, size, size, 1), np.float32)
-  for i in range(n):
-    cx, cy = rng.uniform(0.35, 0.65, 2)
-    ax, ay = rng.uniform(0.18, 0.32, 2)
-    t = rng.uniform(-0.6, 0.6)
-    dx, dy = x - cx, y - cy
-    u = (np.cos(t) * dx + np.sin(t) * dy) / ax
-    v = (-np.sin(t) * dx + np.cos(t) * dy) / ay
-    inside = u**2 + v**2 < 1
-    w = np.sqrt(np.clip(1 - u**2 - v**2, 0, 1))
-    skin = rng.uniform(0.4, 0.9, 3)
-    background = rng.uniform(0.0, 1.0, 3)
-    light = rng.uniform(-0.5, 0.5, 2)
-    shade = np.clip(0.6 + 0.4 * w + 0.2 * (light[0] * u + light[1] * v), 0, 1)
-    image = np.where(inside[..., None], shade[..., None] * skin, background)
-    image += rng.normal(0, 0.02, image.shape)
-    images[i] = np.clip(image, 0, 1)
-    pnccs[i] = np.where(inside[..., None],
-                        np.stack([(u + 1) / 2, (v + 1) / 2, w], -1), 0)
-    masks[i, ..., 0] = inside
-  return {'image': images, 'pncc': pnccs, 'mask': masks}
-
-
-def load_config(name: str, arg=None):
-  """configs/<name>.py's get_config(arg) (configs are loaded by path)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), 'configs', name + '.py')
-  spec = importlib.util.spec_from_file_location(f'_cfg_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def few_shot_source(data: dict, batch_size: int):
-  """Deterministic per-step batches [1, B, ...] drawn from `data`:
-  step s uses RandomState(s), so any start step is cheap to seek to."""
-  n = data['image'].shape[0]
-
-  def batch_for_step(step):
-    idx = np.random.RandomState(step).randint(0, n, batch_size)
-    return {k: v[idx][None] for k, v in data.items()}
-
-  return common.batches_from_fn(batch_for_step)
+from configs import pncc_few
+from tests.conftest import ellipse_faces, few_shot_source
 
 
 class _Interrupt(Exception):
@@ -90,7 +30,7 @@ def _interrupting(source, at_step):
 
 
 def _tiny_pncc_config(steps=8):
-  config = load_config('pncc_few', 'tiny')
+  config = pncc_few.get_config('tiny')
   config.num_train_steps = steps
   config.checkpoint_every = 3
   config.log_every = 2
@@ -227,3 +167,46 @@ def test_summary_writer_writes_tensorboard_events(tmp_path):
   assert found['loss'][0] == 3
   assert tf.make_ndarray(found['loss'][1].tensor) == np.float32(0.25)
   assert 'image/x' in found
+
+
+def test_relative_workdir_from_another_cwd(tmp_path, monkeypatch):
+  # orbax refuses relative checkpoint paths; the README's commands pass them.
+  from pnccface.train import pncc  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  config = _tiny_pncc_config(steps=3)
+  state = pncc.train(config, os.path.join('workdirs', 'rel'),
+                     few_shot_source(ellipse_faces(2, 8), 4))
+  assert int(state.step) == 3
+  assert (tmp_path / 'workdirs' / 'rel' / 'checkpoints' / '3').is_dir()
+  assert common.load_variables('workdirs/rel')['step'] == 3
+
+
+def _truncate_largest_file(folder):
+  files = [p for p in folder.rglob('*') if p.is_file()]
+  largest = max(files, key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:largest.stat().st_size // 2])
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'metadata'])
+def test_unreadable_latest_checkpoint_falls_back_to_older(tmp_path, damage,
+                                                          caplog):
+  from pnccface.train import pncc  # pylint: disable=g-import-not-at-top
+  config = _tiny_pncc_config(steps=6)
+  source = few_shot_source(ellipse_faces(3, 12), 4)
+  full = pncc.train(config, tmp_path / 'w', source)
+  step6 = tmp_path / 'w' / 'checkpoints' / '6'
+  if damage == 'truncate':
+    _truncate_largest_file(step6)
+  else:
+    for path in step6.rglob('_METADATA'):
+      path.write_text('{"tree_meta')
+  # Loading for prediction falls back to step 3 and names step 6.
+  assert common.load_variables(tmp_path / 'w')['step'] == 3
+  assert 'step 6' in caplog.text
+  # Resuming sets step 6 aside, replays updates 3..5 and ends where the
+  # undamaged run ended.
+  resumed = pncc.train(config, tmp_path / 'w', source)
+  assert int(resumed.step) == 6
+  assert _leaves_equal(full.params, resumed.params)
+  assert list((tmp_path / 'w' / common.CORRUPT_SUBDIR).iterdir())
+  assert common.load_variables(tmp_path / 'w')['step'] == 6

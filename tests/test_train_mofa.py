@@ -1,8 +1,7 @@
 """Tests of MoFa training: a tiny run learns; the PNCC variant trains, logs
 summaries and checkpoints; an interrupted run resumes exactly."""
 
-import importlib.util
-import os
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -12,17 +11,10 @@ import pytest
 from pnccface.data import synthesis
 from pnccface.train import common
 from pnccface.train import mofa as train_mofa
-from tests.test_mofa import tiny_face_model
-
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
-
+from tests.conftest import tiny_face_model
 
 def _config(name):
-  spec = importlib.util.spec_from_file_location(
-      f'test_cfg_{name}', os.path.join(CONFIGS, name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('tiny')
+  config = importlib.import_module(f'configs.{name}').get_config('tiny')
   config.use_tensorboard = False
   return config
 

@@ -21,7 +21,9 @@ _SCRIPT = textwrap.dedent('''
     sys.path.insert(0, %(root)r)
     import jax, numpy as np
     from pnccface.train import common, pncc, autoencoder as stage0
-    from tests.test_train_common import ellipse_faces, load_config
+    from tests.conftest import ellipse_faces
+    from configs import autoencoder as autoencoder_config
+    from configs import pncc_few as pncc_few_config
     assert jax.local_device_count() == 4, jax.devices()
 
     def run(module, config, data, num_devices, steps=2):
@@ -48,14 +50,14 @@ _SCRIPT = textwrap.dedent('''
     which = sys.argv[1]
     data = ellipse_faces(0, 16)
     if which == 'pncc':
-      config = load_config('pncc_few', 'tiny')
+      config = pncc_few_config.get_config('tiny')
       # Train the decoder too, so cross-device batch norm is exercised.
       config.model.freeze_decoder = False
       config.optimizer.name = 'sgd'
       config.optimizer.lr = 0.05
       module = pncc
     else:
-      config = load_config('autoencoder', 'tiny')
+      config = autoencoder_config.get_config('tiny')
       config.loss.with_gan = False
       config.loss.with_zgan = False  # prior samples are per-device random
       config.optimizer.name = 'sgd'

@@ -7,7 +7,8 @@ import pytest
 
 from pnccface.train import common
 from pnccface.train import pncc
-from tests.test_train_common import ellipse_faces, few_shot_source, load_config
+from configs import pncc_few as pncc_few_config
+from tests.conftest import ellipse_faces, few_shot_source
 
 
 def test_pncc_loss_hand_computed():
@@ -47,7 +48,7 @@ def _run_steps(config, num_steps, data):
 
 
 def test_frozen_encoder_decoder_are_bit_identical():
-  config = load_config('pncc_few', 'tiny')
+  config = pncc_few_config.get_config('tiny')
   config.optimizer.weight_decay = 0.1  # AdamW must not touch frozen params
   before, after = _run_steps(config, 4, ellipse_faces(0, 16))
   for part in ('encoder', 'decoder'):
@@ -67,7 +68,7 @@ def test_frozen_encoder_decoder_are_bit_identical():
 
 
 def test_unfrozen_decoder_trains_and_updates_its_batch_stats():
-  config = load_config('pncc_few', 'tiny')
+  config = pncc_few_config.get_config('tiny')
   config.model.freeze_decoder = False
   before, after = _run_steps(config, 2, ellipse_faces(0, 16))
   for x, y in zip(_leaves(before.params['encoder']),
@@ -81,18 +82,18 @@ def test_unfrozen_decoder_trains_and_updates_its_batch_stats():
 
 
 def test_config_errors():
-  config = load_config('pncc_few', 'tiny')
+  config = pncc_few_config.get_config('tiny')
   config.model.from_scratch_decoder = True  # with a frozen decoder: invalid
   with pytest.raises(ValueError, match='from_scratch_decoder'):
     pncc.init_variables(config, jax.random.PRNGKey(0))
-  config = load_config('pncc_few', 'tiny')
+  config = pncc_few_config.get_config('tiny')
   config.init_from = '/nonexistent/stage0'
   with pytest.raises(FileNotFoundError, match='/nonexistent/stage0'):
     pncc.init_variables(config, jax.random.PRNGKey(0))
 
 
 def test_bad_batch_is_named(tmp_path):
-  config = load_config('pncc_few', 'tiny')
+  config = pncc_few_config.get_config('tiny')
   data = ellipse_faces(0, 8)
   del data['mask']
   with pytest.raises(KeyError, match="'mask'"):
@@ -100,7 +101,7 @@ def test_bad_batch_is_named(tmp_path):
 
 
 def test_few_shot_training_lowers_heldout_masked_l1(tmp_path):
-  config = load_config('pncc_few', 'tiny')
+  config = pncc_few_config.get_config('tiny')
   assert config.num_train_samples == 50
   train_data = ellipse_faces(10, config.num_train_samples)
   held_out = ellipse_faces(11, 64)

@@ -91,7 +91,7 @@ class SyntheticFaces(ModelBuilder):
           name='large256', description='256x256, 50000/2000/2000 examples.',
           image_size=256, num_examples=(50000, 2000, 2000)),
   ]
-  DEFAULT_CONFIG_NAME = 'default'
+  DEFAULT_BUILDER_CONFIG_NAME = 'default'  # the attribute TFDS reads
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size

@@ -31,8 +31,10 @@ IMAGE_SIZE = 450
 
 
 def read_release(folder) -> list[FaceParams]:
-  """The parameter files of an AFLW2000-3D folder, sorted by name."""
-  samples = aflw2000_3d.list_samples(pathlib.Path(folder))
+  """The parameter files of an AFLW2000-3D folder (or of its `AFLW2000/`
+  sub-folder, as the TFDS builder accepts), sorted by name."""
+  folder = aflw2000_3d.find_release_folder(pathlib.Path(folder))
+  samples = aflw2000_3d.list_samples(folder)
   if not samples:
     raise FileNotFoundError(f'no imageNNNNN.jpg/.mat pairs in {folder}')
   return [read_face_params(p.with_suffix('.mat')) for p in samples.values()]
@@ -96,8 +98,9 @@ def predict_on_crops(folder, params: Sequence[FaceParams],
     chunk = range(start, min(start + batch_size, len(params)))
     images = np.stack([
         crop.crop_image(aflw2000_3d.decode_image_bytes(
-            pathlib.Path(params[i].path).with_suffix('.jpg').read_bytes(),
-            params[i].path), boxes[i], crop_size) / 255.0 for i in chunk])
+            jpg.read_bytes(), str(jpg)), boxes[i], crop_size) / 255.0
+        for i, jpg in ((i, pathlib.Path(params[i].path).with_suffix('.jpg'))
+                       for i in chunk)])
     predicted = np.asarray(predict(images.astype(np.float32)))
     out.extend(crop.inverse_transform_points(predicted[j], boxes[i],
                                              crop_size)

@@ -148,17 +148,19 @@ def _markdown_line(row: Table1Row, suffix: str = '') -> str:
   return f'| {row.method}{suffix} | ' + ' | '.join(cells) + ' |'
 
 
-def format_markdown(rows: Rows, paper: bool = True) -> str:
+def format_markdown(rows: Rows, paper: bool = True, caption: str = '') -> str:
   """A markdown table, methods x metrics, in Table 1's units (%, degrees).
 
   Args:
     rows: `Table1Row`s, or {method: {metric name: value}}.
     paper: also list the paper's Table 1 rows, marked ' (paper)'.
+    caption: a line above the table, e.g. naming the evaluation data.
 
   Returns:
     The table, one line per method, ending with a newline; lower is better.
   """
-  lines = _header()
+  lines = [caption, ''] if caption else []
+  lines += _header()
   lines += [_markdown_line(row) for row in _as_rows(rows)]
   if paper:
     lines += [_markdown_line(row, PAPER_SUFFIX) for row in PAPER_TABLE1]
@@ -189,7 +191,8 @@ def rows_from_json(text: str) -> list[Table1Row]:
 
 
 def write_report(rows: Rows, directory: Union[str, os.PathLike],
-                 paper: bool = True) -> tuple[pathlib.Path, pathlib.Path]:
+                 paper: bool = True, caption: str = ''
+                 ) -> tuple[pathlib.Path, pathlib.Path]:
   """Writes `table1.md` and `table1.json` into `directory` (created).
 
   Returns:
@@ -199,7 +202,7 @@ def write_report(rows: Rows, directory: Union[str, os.PathLike],
   directory.mkdir(parents=True, exist_ok=True)
   markdown_path = directory / 'table1.md'
   json_path = directory / 'table1.json'
-  markdown_path.write_text(format_markdown(rows, paper=paper))
+  markdown_path.write_text(format_markdown(rows, paper=paper, caption=caption))
   json_path.write_text(to_json(rows, paper=paper))
   return markdown_path, json_path
 

@@ -218,6 +218,49 @@ def _host_copy(tree: PyTree) -> PyTree:
   return jax.tree_util.tree_map(lambda x: np.array(jax.device_get(x)), tree)
 
 
+def checkpoint_dir(workdir: Union[str, os.PathLike]) -> str:
+  """`<workdir>/checkpoints` as an absolute path (orbax refuses relative
+  ones, and launch scripts take workdirs relative to the current folder)."""
+  return os.path.join(os.path.abspath(os.fspath(workdir)), CHECKPOINT_SUBDIR)
+
+
+CORRUPT_SUBDIR = 'checkpoints_unreadable'
+
+
+def _restore_newest_intact(manager, steps, args, directory: str,
+                           set_aside: bool = False):
+  """(step, restored tree) of the newest step in `steps` that restores, or
+  None when `steps` is empty.
+
+  An unreadable step (a truncated file after a crash or a full disk) is
+  skipped with a warning naming it, when older ones are intact; with
+  `set_aside` it is moved to `<workdir>/checkpoints_unreadable/<step>` so
+  that training can save that step again. Raises naming the steps when none
+  restores.
+  """
+  errors = []
+  for step in sorted(steps, reverse=True):
+    try:
+      return step, manager.restore(step, args=args)
+    except Exception as e:  # pylint: disable=broad-except
+      # orbax/tensorstore raise many types here (ValueError, JSONDecodeError,
+      # XlaRuntimeError OUT_OF_RANGE, ...); any of them means unreadable.
+      message = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+      errors.append(f'step {step}: {message}')
+      logging.warning('checkpoint step %d in %s is unreadable (%s); trying '
+                      'an older one', step, directory, message)
+      if set_aside:
+        aside = os.path.join(os.path.dirname(directory), CORRUPT_SUBDIR)
+        os.makedirs(aside, exist_ok=True)
+        os.replace(os.path.join(directory, str(step)),
+                   os.path.join(aside, f'{step}.{int(time.time())}'))
+        manager.reload()
+  if errors:
+    raise ValueError(f'no readable checkpoint in {directory}: ' +
+                     '; '.join(errors))
+  return None
+
+
 class CheckpointManager:
   """Orbax CheckpointManager on `<workdir>/checkpoints`.
 
@@ -228,7 +271,7 @@ class CheckpointManager:
 
   def __init__(self, workdir: Union[str, os.PathLike], save_every: int = 1000,
                keep: int = 3):
-    self.directory = os.path.join(os.fspath(workdir), CHECKPOINT_SUBDIR)
+    self.directory = checkpoint_dir(workdir)
     self.save_every = max(1, int(save_every))
     self._manager = ocp.CheckpointManager(
         self.directory,
@@ -250,13 +293,14 @@ class CheckpointManager:
               step: Optional[int] = None) -> Optional[TrainState]:
     """`template` filled from the checkpoint at `step` (default latest);
     None when there is none."""
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
     target = _host_copy(serialization.to_state_dict(template))
-    restored = self._manager.restore(
-        step, args=ocp.args.StandardRestore(target))
-    return serialization.from_state_dict(template, restored)
+    steps = [step] if step is not None else self._manager.all_steps()
+    restored = _restore_newest_intact(
+        self._manager, steps, ocp.args.StandardRestore(target), self.directory,
+        set_aside=step is None)
+    if restored is None:
+      return None
+    return serialization.from_state_dict(template, restored[1])
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -273,17 +317,20 @@ def load_variables(workdir: Union[str, os.PathLike],
 
   Raises FileNotFoundError naming the directory when there is no checkpoint.
   """
-  directory = os.path.join(os.fspath(workdir), CHECKPOINT_SUBDIR)
+  directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint directory {directory}')
+  # Not read_only: orbax then logs "Given directory is read only" on every
+  # load; with create=False and no save nothing is written either way.
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True,
-                                                      create=False))
+      directory, options=ocp.CheckpointManagerOptions(create=False))
   try:
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    found = _restore_newest_intact(
+        manager, [step] if step is not None else manager.all_steps(),
+        ocp.args.StandardRestore(), directory)
+    if found is None:
       raise FileNotFoundError(f'no checkpoint in {directory}')
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    step, restored = found
   finally:
     manager.close()
   if 'params' not in restored:
