@@ -9,6 +9,7 @@ pipeline and its evaluation are in `pnccface.evaluation.paper`.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import time
@@ -86,6 +87,16 @@ def _samples(config_value) -> int | None:
   return None if value < 0 else value
 
 
+def release_face_model(config):
+  """A lazy loader of `config.face_model` for 300W-LP / AFLW2000-3D, whose
+  coefficients are the BFM's; None for the embedded model, which cannot
+  read them."""
+  name = config.get('face_model', '')
+  if name in ('', 'default'):
+    return None
+  return functools.partial(load_face_model, name)
+
+
 def eval_split(config) -> str:
   """The evaluation split: the first `num_eval_samples` of `eval_split`."""
   count = _samples(config.num_eval_samples)
@@ -100,7 +111,7 @@ def _face_arrays(config, split: str, image_size: int, num_samples=None,
                                subset_seed=config.get('seed', 0),
                                image_size=image_size,
                                manual_dir=config.get('manual_dir', None),
-                               face_model=config.get('face_model', None))
+                               face_model=release_face_model(config))
 
 
 def stage_eval_batches(config, image_size: int, data_dir=None) -> list:
@@ -208,7 +219,7 @@ def mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
                                subset_seed=config.get('seed', 0),
                                image_size=config.image_size,
                                manual_dir=config.get('manual_dir', None),
-                               face_model=config.get('face_model', None))
+                               face_model=release_face_model(config))
 
 
 def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,

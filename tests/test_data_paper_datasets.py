@@ -90,8 +90,7 @@ def test_the300w_lp_lists_flipped_folders(tmp_path):
   names = [r.name for r in real_faces.list_300w_lp(tmp_path)]
   assert names == ['AFW/a_1_0', 'AFW_Flip/a_1_0']
   with pytest.raises(ValueError, match="only a 'train' split"):
-    pipeline.face_dataset('the300w_lp', 'test', manual_dir=str(tmp_path),
-                          face_model='x.mat')
+    pipeline.face_dataset('the300w_lp', 'test', manual_dir=str(tmp_path))
   with pytest.raises(ValueError, match='needs a face model'):
     pipeline.face_dataset('the300w_lp', 'train', manual_dir=str(tmp_path))
 
@@ -133,13 +132,13 @@ def test_celeb_a_from_a_release_folder(shared_data, tmp_path):
 
 def test_aflw2000_3d_for_evaluation_with_dense_ground_truth(
     shared_data, bfm_path, tmp_path):
+  model = stages.load_face_model(bfm_path)
   arrays = pipeline.face_dataset(
       'aflw2000_3d', 'test[:3]', data_dir=str(tmp_path),
       manual_dir=str(shared_data / 'aflw2000_3d_sample'),
-      face_model=bfm_path, image_size=SIZE)
+      face_model=model, image_size=SIZE)
   assert arrays['image'].shape == (3, SIZE, SIZE, 3)
   assert arrays['vertices_screen'].shape == (3, 53215, 3)
-  model = stages.load_face_model(bfm_path)
   # Dense ground truth: the model's landmarks on the dense vertices are near
   # the release's 68 landmarks in the crop (3DDFA's fit, mean face here).
   dense_landmarks = np.asarray(model.landmarks(arrays['vertices_screen']))

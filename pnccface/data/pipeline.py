@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 
 from pnccface.data import annotated
 from pnccface.data import augment as augment_lib
+from pnccface.facemodel import MorphableModel
 
 Batch = dict[str, np.ndarray]
 BatchSource = Callable[[int], Iterator[Batch]]
@@ -232,17 +233,15 @@ def _parse_split(split: str) -> tuple[str, slice]:
 
 
 def _resolve_face_model(face_model):
-  """The BFM-like model of a release's coefficients, or None.
-
-  The embedded model ('default') cannot interpret 300W-LP / AFLW2000-3D
-  coefficients (they are the BFM's), so it counts as no model here.
-  """
-  if face_model is None or not isinstance(face_model, str):
+  """A `MorphableModel` from a model or a zero-argument loader (called only
+  when a release dataset needs the model); None stays None."""
+  if face_model is None or isinstance(face_model, MorphableModel):
     return face_model
-  if face_model in ('', 'default'):
-    return None
-  from pnccface import stages  # pylint: disable=g-import-not-at-top
-  return stages.load_face_model(face_model)
+  if callable(face_model):
+    return face_model()
+  raise TypeError(f'face_model must be a MorphableModel or a loader, got '
+                  f'{type(face_model).__name__} (load names with '
+                  'stages.load_face_model)')
 
 
 def release_records(name: str, split: str, *, manual_dir,
@@ -340,7 +339,8 @@ def face_dataset(name: str, split: str, *, data_dir: str | None = None,
     num_samples: a few-shot subset (`few_shot_indices`); None or -1: all.
     image_size: resize to this side (see `to_face_example`); the crop side of
       release datasets (default 128).
-    face_model: a `MorphableModel` or a `stages.load_face_model` name.
+    face_model: the BFM of the release's coefficients: a `MorphableModel` or
+      a zero-argument loader of one (`stages` passes `config.face_model`'s).
 
   Returns:
     In-memory arrays when the split (or subset) is small enough
