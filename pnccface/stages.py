@@ -9,6 +9,7 @@ pipeline and its evaluation are in `pnccface.evaluation.paper`.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import time
@@ -44,7 +45,13 @@ def load_face_model(name: str) -> MorphableModel:
   if name.endswith('.pkl'):
     return facemodel.load_3ddfa_v2_bfm(name)
   if name.endswith('.mat'):
-    return facemodel.load_bfm2009(name)
+    # 3DDFA's expression basis and trimming file, when beside the BFM.
+    folder = pathlib.Path(name).parent
+    extra = {key: folder / file for key, file in (
+        ('expression_path', 'Model_Exp.mat'),
+        ('expression_path', 'Model_Expression.mat'),
+        ('model_info_path', 'model_info.mat')) if (folder / file).is_file()}
+    return facemodel.load_bfm2009(name, **extra)
   raise ValueError(f'unknown face model {name!r}: use "default", '
                    '"procedural", a 3DDFA_V2 .pkl or a BFM2009 '
                    '01_MorphableModel.mat')
@@ -83,6 +90,16 @@ def _samples(config_value) -> int | None:
   return None if value < 0 else value
 
 
+def release_face_model(config):
+  """A lazy loader of `config.face_model` for 300W-LP / AFLW2000-3D, whose
+  coefficients are the BFM's; None for the embedded model, which cannot
+  read them."""
+  name = config.get('face_model', '')
+  if name in ('', 'default'):
+    return None
+  return functools.partial(load_face_model, name)
+
+
 def eval_split(config) -> str:
   """The evaluation split: the first `num_eval_samples` of `eval_split`."""
   count = _samples(config.num_eval_samples)
@@ -95,7 +112,9 @@ def _face_arrays(config, split: str, image_size: int, num_samples=None,
   return pipeline.face_dataset(config.dataset, split, data_dir=data_dir,
                                num_samples=num_samples,
                                subset_seed=config.get('seed', 0),
-                               image_size=image_size)
+                               image_size=image_size,
+                               manual_dir=config.get('manual_dir', None),
+                               face_model=release_face_model(config))
 
 
 def stage_eval_batches(config, image_size: int, data_dir=None) -> list:
@@ -119,7 +138,7 @@ def _run_autoencoder_stage(train_fn, config, workdir, data_dir, force,
   train = _face_arrays(config, config.train_split, size,
                        _samples(config.num_train_samples), data_dir)
   train_fn(config, workdir,
-           pipeline.batch_source(train, config.batch_size, seed=config.seed),
+           pipeline.training_batch_source(train, config),
            stage_eval_batches(config, size, data_dir))
   _finish(config, workdir, pending, name, start)
 
@@ -201,7 +220,9 @@ def mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
   return pipeline.face_dataset(source, split, data_dir=data_dir,
                                num_samples=num_samples,
                                subset_seed=config.get('seed', 0),
-                               image_size=config.image_size)
+                               image_size=config.image_size,
+                               manual_dir=config.get('manual_dir', None),
+                               face_model=release_face_model(config))
 
 
 def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
@@ -236,7 +257,7 @@ def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
                             data_dir=data_dir)
   mofa_train.train(
       config, workdir, load_face_model(config.face_model),
-      pipeline.batch_source(train, config.batch_size, seed=config.seed),
+      pipeline.training_batch_source(train, config),
       list(pipeline.eval_batches(evaluation, config.batch_size)))
   _finish(config, workdir, pending, name, start)
 

@@ -23,6 +23,7 @@ ones stream through tf.data with a fixed shuffle seed and `skip`.
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Callable, Iterator, Mapping
 
 import jax
@@ -31,6 +32,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pnccface.data import annotated
+from pnccface.data import augment as augment_lib
+from pnccface.facemodel import MorphableModel
 
 Batch = dict[str, np.ndarray]
 BatchSource = Callable[[int], Iterator[Batch]]
@@ -55,6 +58,8 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
   """
   # Registers the project's builders with TFDS.
   from pnccface.data import aflw2000_3d  # pylint: disable=g-import-not-at-top,unused-import
+  from pnccface.data import face_photos  # pylint: disable=g-import-not-at-top,unused-import
+  from pnccface.data import fitted_faces  # pylint: disable=g-import-not-at-top,unused-import
   from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
   builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
@@ -141,14 +146,24 @@ def shard_for_pmap(batch: Batch, num_devices: int | None = None) -> Batch:
   return out
 
 
+def _augmented(batch: Batch, augmentation, seed: int, step: int) -> Batch:
+  if augmentation is None:
+    return batch
+  return augment_lib.augment_batch(batch, augmentation, seed, step,
+                                   jax.process_index())
+
+
 def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
-                       num_devices: int | None = None) -> BatchSource:
+                       num_devices: int | None = None,
+                       augmentation: augment_lib.Augmentation | None = None
+                       ) -> BatchSource:
   """Endless shuffled batches of in-memory arrays, seekable by step.
 
   Batch k is examples `perm_e[(k mod n_per_epoch) * b : ... + b]` of this
   process's shard, with perm_e = default_rng([seed, e]).permutation, e the
   epoch of step k; an epoch drops its last partial batch. Datasets smaller
-  than a batch are cycled within the permutation.
+  than a batch are cycled within the permutation. With `augmentation`,
+  batch k is then augmented with the draws of (seed, k) (`augment`).
   """
   num_devices = num_devices or jax.local_device_count()
   local = local_batch_size(global_batch_size, num_devices)
@@ -161,7 +176,8 @@ def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     idx = np.resize(perm, max(n, local))[k * local:(k + 1) * local]
-    return shard_for_pmap(select(arrays, idx), num_devices)
+    return shard_for_pmap(
+        _augmented(select(arrays, idx), augmentation, seed, step), num_devices)
 
   def source(start_step: int = 0) -> Iterator[Batch]:
     step = start_step
@@ -174,8 +190,13 @@ def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
 
 def dataset_batch_source(dataset: tf.data.Dataset, global_batch_size: int, *,
                          seed: int = 0, num_devices: int | None = None,
-                         shuffle_buffer: int = 4096) -> BatchSource:
-  """Endless shuffled batches streamed through tf.data; seeks with `skip`."""
+                         shuffle_buffer: int = 4096,
+                         augmentation: augment_lib.Augmentation | None = None
+                         ) -> BatchSource:
+  """Endless shuffled batches streamed through tf.data; seeks with `skip`.
+
+  With `augmentation`, batch k is augmented with the draws of (seed, k).
+  """
   num_devices = num_devices or jax.local_device_count()
   local = local_batch_size(global_batch_size, num_devices)
   dataset = dataset.shard(jax.process_count(), jax.process_index())
@@ -187,8 +208,9 @@ def dataset_batch_source(dataset: tf.data.Dataset, global_batch_size: int, *,
     ds = dataset.repeat().shuffle(shuffle_buffer, seed=seed)
     ds = ds.batch(local, drop_remainder=True).skip(start_step)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    for batch in tfds.as_numpy(ds):
-      yield shard_for_pmap(batch, num_devices)
+    for step, batch in enumerate(tfds.as_numpy(ds), start=start_step):
+      yield shard_for_pmap(_augmented(batch, augmentation, seed, step),
+                           num_devices)
 
   return source
 
@@ -203,27 +225,155 @@ def eval_batches(arrays_or_dataset, batch_size: int) -> Iterator[Batch]:
     yield {k: v[start:start + batch_size] for k, v in arrays_or_dataset.items()}
 
 
+# Datasets read from their release layout (`real_faces`), not from TFDS.
+RELEASE_DATASETS = ('the300w_lp', 'celeb_a', 'aflw2000_3d')
+_SPLIT_SLICE = re.compile(r'^(\w+)(?:\[(-?\d*):(-?\d*)\])?$')
+
+
+def _parse_split(split: str) -> tuple[str, slice]:
+  """'train' or 'train[a:b]' -> ('train', slice(a, b))."""
+  match = _SPLIT_SLICE.match(split)
+  if not match:
+    raise ValueError(f'unsupported split {split!r}: use NAME or NAME[a:b]')
+  name, start, stop = match.groups()
+  return name, slice(int(start) if start else None,
+                     int(stop) if stop else None)
+
+
+def _resolve_face_model(face_model):
+  """A `MorphableModel` from a model or a zero-argument loader (called only
+  when a release dataset needs the model); None stays None."""
+  if face_model is None or isinstance(face_model, MorphableModel):
+    return face_model
+  if callable(face_model):
+    return face_model()
+  raise TypeError(f'face_model must be a MorphableModel or a loader, got '
+                  f'{type(face_model).__name__} (load names with '
+                  'stages.load_face_model)')
+
+
+def release_records(name: str, split: str, *, manual_dir,
+                    face_model=None, image_size: int = 128, data_dir=None):
+  """(records, example function) of a dataset read from its release files.
+
+  Returns the `real_faces.Record`s of `split` and the function mapping a raw
+  example to the face format at `image_size`.
+  """
+  from pnccface.data import real_faces  # pylint: disable=g-import-not-at-top
+  if manual_dir is None:
+    raise ValueError(f'{name} needs manual_dir (config.manual_dir): the '
+                     'folder with its release files')
+  split_name, part = _parse_split(split)
+  only = {'the300w_lp': 'train', 'aflw2000_3d': 'test'}.get(name)
+  if only is not None and split_name != only:
+    raise ValueError(f'{name} has only a {only!r} split, not {split!r}')
+  if name == 'the300w_lp':
+    model = _resolve_face_model(face_model)
+    if model is None:
+      raise ValueError('the300w_lp needs a face model (config.face_model: '
+                       'the BFM its coefficients belong to)')
+    records = real_faces.list_300w_lp(manual_dir)
+    fn = lambda e: real_faces.the300w_lp_face_example(e, model, image_size)
+  elif name == 'celeb_a':
+    records = real_faces.list_celeba(manual_dir, split_name)
+    fn = lambda e: real_faces.celeba_face_example(e, image_size)
+  elif name == 'aflw2000_3d':
+    rows = tfds.as_numpy(load_split('aflw2000_3d', 'test', data_dir=data_dir,
+                                    manual_dir=manual_dir))
+    records = [real_faces.Record(r['name'].decode(), lambda r=r: r)
+               for r in rows]
+    model = _resolve_face_model(face_model)
+    fn = lambda e: real_faces.aflw2000_3d_face_example(e, image_size, model)
+  else:
+    raise ValueError(f'unknown release dataset {name!r}; known: '
+                     f'{RELEASE_DATASETS}')
+  return records[part], fn
+
+
+def _records_dataset(records, fn) -> tf.data.Dataset | Batch:
+  """Face-format arrays of the records, or a stream when there are many."""
+  if not records:
+    raise ValueError('the split is empty')
+  if len(records) <= IN_MEMORY_LIMIT:
+    rows = [fn(r.read()) for r in records]
+    return {k: np.stack([np.asarray(r[k], np.float32) for r in rows])
+            for k in rows[0]}
+  first = fn(records[0].read())
+  signature = {k: tf.TensorSpec(np.shape(v), tf.float32)
+               for k, v in first.items()}
+
+  def generate():
+    for record in records:
+      yield {k: np.asarray(v, np.float32) for k, v in fn(record.read()).items()}
+
+  return tf.data.Dataset.from_generator(
+      generate, output_signature=signature).apply(
+          tf.data.experimental.assert_cardinality(len(records)))
+
+
+def concatenate(parts: list[Batch], name: str = '') -> Batch:
+  """The union of in-memory face-format datasets, on their common keys.
+
+  This is how photos without landmarks train MoFa: their landmark weights
+  are 0 and the landmark term comes from the photos mixed in that have them
+  (docs/real_data.md explains the choice over predicting landmarks).
+  """
+  if any(not isinstance(p, dict) for p in parts):
+    raise ValueError(f'{name}: only in-memory datasets (<= {IN_MEMORY_LIMIT} '
+                     'examples each) can be mixed')
+  keys = set.intersection(*(set(p) for p in parts))
+  return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)}
+
+
 def face_dataset(name: str, split: str, *, data_dir: str | None = None,
                  builder_kwargs: Mapping | None = None,
                  num_samples: int | None = None, subset_seed: int = 0,
-                 image_size: int | None = None) -> tf.data.Dataset | Batch:
+                 image_size: int | None = None, manual_dir: str | None = None,
+                 face_model=None) -> tf.data.Dataset | Batch:
   """A split in `FACE_FEATURES` format, optionally a few-shot subset.
 
   Args:
-    name, split, data_dir, builder_kwargs: see `load_split`; `name` may
-      also be the folder of an annotated dataset (`annotation`).
+    name: a TFDS name (see `load_split`: 'synthetic_faces/tiny',
+      'face_photos/faces68', ...), the folder of an annotated dataset
+      (`annotation`), or one of `RELEASE_DATASETS`, read from its release
+      files in `manual_dir` (`real_faces`): 'the300w_lp' (PNCC targets from
+      `face_model`, the user's BFM), 'celeb_a' (crops, 5 landmarks),
+      'aflw2000_3d' (crops, landmarks; dense ground truth with `face_model`).
+      'A+B' mixes datasets (`concatenate`), e.g.
+      'face_photos/celeba_10k+face_photos/faces68': photos without
+      landmarks (weight 0) trained with photos that have them.
+    split, data_dir, builder_kwargs, manual_dir: see `load_split`; release
+      datasets take 'NAME' or 'NAME[a:b]'.
     num_samples: a few-shot subset (`few_shot_indices`); None or -1: all.
-    image_size: resize to this side (see `to_face_example`).
+    image_size: resize to this side (see `to_face_example`); the crop side of
+      release datasets (default 128).
+    face_model: the BFM of the release's coefficients: a `MorphableModel` or
+      a zero-argument loader of one (`stages` passes `config.face_model`'s).
 
   Returns:
     In-memory arrays when the split (or subset) is small enough
     (`IN_MEMORY_LIMIT`), else a tf.data.Dataset.
   """
+  if '+' in name:
+    return concatenate([face_dataset(
+        part, split, data_dir=data_dir, builder_kwargs=builder_kwargs,
+        num_samples=num_samples, subset_seed=subset_seed,
+        image_size=image_size, manual_dir=manual_dir, face_model=face_model)
+                        for part in name.split('+')], name)
+  if name in RELEASE_DATASETS:
+    records, fn = release_records(name, split, manual_dir=manual_dir,
+                                  face_model=face_model,
+                                  image_size=image_size or 128,
+                                  data_dir=data_dir)
+    if num_samples is not None and num_samples >= 0:
+      records = [records[i] for i in
+                 few_shot_indices(len(records), num_samples, subset_seed)]
+    return _records_dataset(records, fn)
   if pathlib.Path(name).is_dir():
     dataset = annotated.read_annotated(name)
   else:
     dataset = load_split(name, split, data_dir=data_dir,
-                         builder_kwargs=builder_kwargs)
+                         builder_kwargs=builder_kwargs, manual_dir=manual_dir)
   dataset = dataset.map(lambda e: to_face_example(e, image_size),
                         num_parallel_calls=tf.data.AUTOTUNE)
   count = int(dataset.cardinality())
@@ -236,10 +386,26 @@ def face_dataset(name: str, split: str, *, data_dir: str | None = None,
 
 
 def batch_source(data: tf.data.Dataset | Batch, global_batch_size: int, *,
-                 seed: int = 0, num_devices: int | None = None) -> BatchSource:
-  """`array_batch_source` or `dataset_batch_source`, whichever fits `data`."""
+                 seed: int = 0, num_devices: int | None = None,
+                 augmentation: augment_lib.Augmentation | None = None
+                 ) -> BatchSource:
+  """`array_batch_source` or `dataset_batch_source`, whichever fits `data`.
+
+  `augmentation`: e.g. `augment.from_config(config)` for training batches.
+  """
   if isinstance(data, tf.data.Dataset):
     return dataset_batch_source(data, global_batch_size, seed=seed,
-                                num_devices=num_devices)
+                                num_devices=num_devices,
+                                augmentation=augmentation)
   return array_batch_source(data, global_batch_size, seed=seed,
-                            num_devices=num_devices)
+                            num_devices=num_devices, augmentation=augmentation)
+
+
+def training_batch_source(data: tf.data.Dataset | Batch, config,
+                          num_devices: int | None = None) -> BatchSource:
+  """A stage's training batches: `config.batch_size`, `config.seed`, and
+  augmentation per `config.augment` (on unless `augment.enabled` is False;
+  see `augment.from_config`)."""
+  return batch_source(data, config.batch_size, seed=config.seed,
+                      num_devices=num_devices,
+                      augmentation=augment_lib.from_config(config))

@@ -44,8 +44,36 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
-  """Faces rendered from a morphable model, with full ground truth."""
+def rendered_image_features(size: int) -> dict:
+  """The TFDS features of a face image with its PNCC and mask (uint8)."""
+  return {'image': tfds.features.Image(shape=(size, size, 3)),
+          'pncc': tfds.features.Image(shape=(size, size, 3)),
+          'mask': tfds.features.Image(shape=(size, size, 1))}
+
+
+class ModelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder that renders with a `MorphableModel`: the one given, else
+  `default_model()`."""
+
+  def __init__(self, *, model: MorphableModel | None = None, **kwargs):
+    self._model = model
+    super().__init__(**kwargs)
+
+  def default_model(self) -> MorphableModel:
+    return facemodel.default_model()
+
+  @property
+  def model(self) -> MorphableModel:
+    if self._model is None:
+      self._model = self.default_model()
+    return self._model
+
+
+class SyntheticFaces(ModelBuilder):
+  """Faces rendered from a morphable model, with full ground truth.
+
+  `model` defaults to `facemodel.default_model()`.
+  """
 
   VERSION = tfds.core.Version('2.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.',
@@ -66,17 +94,6 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'  # the attribute TFDS reads
 
-  def __init__(self, *, model: MorphableModel | None = None, **kwargs):
-    """`model` defaults to `facemodel.default_model()`."""
-    self._model = model
-    super().__init__(**kwargs)
-
-  @property
-  def model(self) -> MorphableModel:
-    if self._model is None:
-      self._model = facemodel.default_model()
-    return self._model
-
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
     model = self.model
@@ -84,9 +101,7 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         description=__doc__,
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3)),
-            'pncc': tfds.features.Image(shape=(size, size, 3)),
-            'mask': tfds.features.Image(shape=(size, size, 1)),
+            **rendered_image_features(size),
             'shape': tfds.features.Tensor(shape=(model.num_shape,), dtype=f32),
             'expression': tfds.features.Tensor(
                 shape=(model.num_expression,), dtype=f32),

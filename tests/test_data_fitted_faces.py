@@ -1,0 +1,75 @@
+"""`fitted_faces` from a few faces68 photos: stored targets re-render, the fit
+matches the CSV landmarks, profiling reaches large yaw."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from pnccface.data import fitted_faces
+
+SIZE = 96
+pytestmark = pytest.mark.slow  # ~1.5 min: builds, fits and profiles 6 photos
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+  from tests.conftest import SHARED_DATA  # pylint: disable=g-import-not-at-top
+  if not (SHARED_DATA / 'faces68').is_dir():
+    pytest.skip('shared data absent')
+  config = dataclasses.replace(
+      fitted_faces.FittedFaces.builder_configs['faces68_profiled'],
+      name='faces68_profiled_small', image_size=SIZE, max_images=6)
+  builder = fitted_faces.FittedFaces(
+      config=config, data_dir=str(tmp_path_factory.mktemp('tfds')))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(SHARED_DATA)))
+  rows = [r for split in builder.info.splits
+          for r in tfds.as_numpy(builder.as_dataset(split=split))]
+  return builder, rows
+
+
+def _box_size(points):
+  return np.sqrt(np.prod(np.ptp(points, axis=0)))
+
+
+def test_stored_pncc_is_a_render_of_the_stored_parameters(built):
+  builder, rows = built
+  model = builder.model
+  shape = np.stack([r['shape'] for r in rows])
+  expression = np.stack([r['expression'] for r in rows])
+  pose = np.stack([r['pose_para'] for r in rows])
+  pncc, mask, landmarks = (np.asarray(a) for a in fitted_faces.render_targets(
+      model, shape, expression, pose, SIZE))
+  stored_mask = np.stack([r['mask'] for r in rows]) / 255.0
+  stored_pncc = np.stack([r['pncc'] for r in rows]) / 255.0
+  assert (stored_mask == mask).mean() > 0.999
+  both = (stored_mask[..., 0] == 1) & (mask[..., 0] == 1)
+  assert np.abs(stored_pncc - pncc)[both].max() <= 0.5 / 255 + 1e-6
+  np.testing.assert_allclose(
+      np.stack([r['fitted_landmarks_2d'] for r in rows]), landmarks,
+      atol=1e-3)
+
+
+def test_fit_matches_the_csv_landmarks(built):
+  _, rows = built
+  originals = [r for r in rows if not r['profiled']]
+  assert len(originals) == 6
+  errors = [np.median(np.linalg.norm(r['fitted_landmarks_2d'] -
+                                     r['landmarks_2d'], axis=1)) /
+            _box_size(r['landmarks_2d']) for r in originals]
+  assert np.median(errors) < 0.03, errors
+
+
+def test_profiling_reaches_large_yaw_with_the_face_on_its_landmarks(built):
+  _, rows = built
+  profiled = [r for r in rows if r['profiled']]
+  assert len(profiled) == 6
+  for row in profiled:
+    assert abs(row['pose']['yaw']) > 60
+    ij = np.clip(np.floor(row['landmarks_2d']).astype(int), 0, SIZE - 1)
+    assert (row['mask'][ij[:, 1], ij[:, 0], 0] > 0).mean() > 0.9
+    # The photo's colours moved with the face: the face is not flat.
+    face = row['image'][row['mask'][..., 0] > 0]
+    assert face.std() > 5
