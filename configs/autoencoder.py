@@ -45,7 +45,7 @@ def get_config(arg=None):
       disc_ndf=32, zdisc_hidden=1000))
   # 3FabRec --daug 4: flips and RandomAffine(45) (here rotation only).
   config.augment = ml_collections.ConfigDict(dict(
-      enabled=True, flip=True, max_rotation_degrees=45.0))
+      enabled=True, flip=0.5, rotate_degrees=45.0))
   config.log_every = 100
   config.eval_every = 5_000
   config.checkpoint_every = 5_000
