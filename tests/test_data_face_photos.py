@@ -146,3 +146,27 @@ def test_photos_without_landmarks_mix_with_faces68(shared_data, tmp_path):
   weights = mixed['landmark_weights'].sum(axis=1)
   np.testing.assert_array_equal(
       weights, [0] * len(rows[0]['image']) + [68] * len(rows[1]['image']))
+
+
+def test_max_images_in_a_dataset_name_keeps_the_first_photos(shared_data,
+                                                             tmp_path):
+  from pnccface.data import pipeline  # pylint: disable=g-import-not-at-top
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  names = ('000001.jpg', '000002.jpg', '000003.jpg')
+  for name in names:
+    shutil.copy(shared_data / 'celeba_sample' / name, photos / name)
+  split_of = {face_photos.split_of(face_photos.group_of(n, 'file')): n
+              for n in names[:2]}
+  data_dir = str(tmp_path / 'tfds')
+  for split, name in split_of.items():
+    rows = list(tfds.as_numpy(pipeline.load_split(
+        'face_photos/folder:1.0.0/max_images=2', split, data_dir=data_dir,
+        manual_dir=str(photos))))
+    assert name in [r['name'].decode() for r in rows]
+  builder = tfds.builder('face_photos/folder:1.0.0/max_images=2',
+                         data_dir=data_dir)
+  assert builder.builder_config.name == 'folder_first2'
+  assert builder.info.splits.total_num_examples == 2  # not 3
+  with pytest.raises(ValueError, match='max_images must be positive'):
+    face_photos.first_images_config(face_photos.FacePhotos, 'folder', 0)

@@ -102,6 +102,26 @@ CELEBA_ALIGNED_BOX = FixedBox(centre_x=0.497, centre_y=0.629, extent=0.503)
 UTKFACE_BOX = FixedBox(centre_x=0.5, centre_y=0.53, extent=0.84)
 
 
+def first_images_config(builder_cls, config, max_images: int | None):
+  """`config` (a name of `builder_cls`'s configs, None for its default, or a
+  BuilderConfig) keeping only its first `max_images` photos, under a name
+  of its own (so a TFDS folder of its own); unchanged when `max_images` is
+  None.
+
+  Builders take it as a keyword, in dataset names too:
+  'face_photos/faces68:1.0.0/max_images=64' (CI-sized runs, configs/real.py).
+  """
+  config = config or builder_cls.DEFAULT_CONFIG_NAME
+  if isinstance(config, str):
+    config = builder_cls.builder_configs[config]
+  if max_images is None:
+    return config
+  if max_images <= 0:
+    raise ValueError(f'max_images must be positive, got {max_images}')
+  return dataclasses.replace(config, name=f'{config.name}_first{max_images}',
+                             max_images=max_images)
+
+
 def group_of(name: str, group_by: str) -> str:
   """The split group of an image file name (see the module docstring)."""
   stem = pathlib.PurePath(name).stem
@@ -211,6 +231,11 @@ class FacePhotos(tfds.core.GeneratorBasedBuilder):
           '(landmarks.csv optional; without it, centred square crops).'),
   ]
   DEFAULT_CONFIG_NAME = 'faces68'
+
+  def __init__(self, *, max_images: int | None = None, **kwargs):
+    """`max_images`: only the first N photos (`first_images_config`)."""
+    super().__init__(config=first_images_config(
+        type(self), kwargs.pop('config', None), max_images), **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size

@@ -161,6 +161,13 @@ class FittedFaces(synthetic_faces.ModelBuilder):
   ]
   DEFAULT_CONFIG_NAME = 'faces68'
 
+  def __init__(self, *, max_images: int | None = None, **kwargs):
+    """`max_images`: only the first N source photos
+    (`face_photos.first_images_config`), e.g. in a dataset name
+    'fitted_faces/faces68_profiled:1.0.0/max_images=64'."""
+    super().__init__(config=face_photos.first_images_config(
+        type(self), kwargs.pop('config', None), max_images), **kwargs)
+
   def default_model(self) -> MorphableModel:
     return facemodel.ict_facekit_model()
 
