@@ -14,6 +14,7 @@ Layout of `run_paper(config, workdir)`:
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import time
@@ -26,6 +27,8 @@ import tensorflow_datasets as tfds
 
 from pnccface import api
 from pnccface import facemodel
+from pnccface import fitting
+from pnccface import geometry
 from pnccface import stages
 from pnccface import workdirs
 from pnccface.data import crop
@@ -33,6 +36,7 @@ from pnccface.data import pipeline
 from pnccface.data import synthesis
 from pnccface.evaluation import aflw
 from pnccface.evaluation import figures
+from pnccface.evaluation import metrics
 from pnccface.evaluation import report
 from pnccface.facemodel import MorphableModel
 from pnccface.train import common
@@ -120,22 +124,39 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
 # The whole paper.
 
 
-def run_paper(config, workdir, data_dir=None, force=False
-              ) -> dict[str, dict[str, float]]:
+def run_paper(config, workdir, data_dir=None, force=False, aflw2000_dir=None
+              ) -> dict[str, dict[str, float]] | None:
   """Every stage (`stages.train_paper`), then Table 1 and Figure 3; prints
   where the outputs are. See the module docstring for the layout.
 
   `force`: go on in a workdir made with another config (`workdirs.claim`).
+  Configs on real photos (configs/real.py: `config.evaluation =
+  'aflw2000_3d'`) are scored on the AFLW2000-3D folder `aflw2000_dir`
+  (default `config.aflw2000_dir`) by `evaluate_aflw_landmarks`; when their
+  `config.data_root` is missing, one line is printed and None returned.
   """
+  data_root = config.get('data_root', '')
+  if data_root and not pathlib.Path(data_root).is_dir():
+    print(f'pipeline skipped: no data_root {data_root} (from '
+          f'{os.getcwd()}); the real photos are described in '
+          'docs/real_data.md')
+    return None
   workdir = pathlib.Path(workdir)
   start = time.time()
   pending = workdirs.claim(config, workdir, force)
   stages.train_paper(config, workdir, data_dir, force)
   if pending:  # every stage finished with the forced config
     workdirs.write_config(config, workdir)
-  rows = evaluate_paper(workdir, data_dir)
+  if config.get('evaluation', 'dataset') == 'aflw2000_3d':
+    rows = evaluate_aflw_landmarks(
+        workdir, aflw2000_dir or config.aflw2000_dir,
+        config.get('ddfa_dir') or None, margin=config.aflw_crop_margin)
+    outputs = 'aflw2000_3d_landmarks.md, aflw2000_3d_landmarks.json'
+  else:
+    rows = evaluate_paper(workdir, data_dir)
+    outputs = 'table1.md, table1.json, figure3.png'
   print(f'pipeline finished in {time.time() - start:.0f} s. Outputs:\n'
-        f'  {workdir}/report/table1.md, table1.json, figure3.png\n'
+        f'  {workdir}/report/{outputs}\n'
         f'  stage workdirs in {workdir}/ (TensorBoard: <stage>/tensorboard)\n'
         f'  load: pnccface.api.load_reconstructor('
         f"'{workdir}/mofa_pncc_few', '{workdir}/pncc_few')")
@@ -237,18 +258,66 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
   return table
 
 
-def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None
-                            ) -> dict[str, dict[str, float]]:
-  """Sparse 68-landmark NME of the pipeline's MoFa variants on AFLW2000-3D.
+def aflw_pose_errors(predicted_degrees: np.ndarray, params
+                     ) -> dict[str, float]:
+  """Pitch / yaw / roll MAE (degrees, wrapped) against `Pose_Para`.
 
-  Needs only the release's .mat/.jpg files. With `ddfa_dir` (3DDFA's
-  `u_base.txt`, `w_shp_base.txt`, ... files) two references are added: the
-  landmarks rebuilt from each file's parameters and the mean face under the
-  true pose. Writes <workdir>/report/aflw2000_3d_landmarks.md.
+  predicted_degrees: [N, 3] (pitch, yaw, roll); the ground truth is the
+  canonical Euler triple of the rotation the file's three angles build
+  (`geometry.rotation_to_euler_degrees`, as the predictions' own), so the
+  few files whose raw angles leave [-180, 180] count as the same rotation.
+  """
+  truth = np.stack([np.asarray(geometry.rotation_to_euler_degrees(
+      geometry.euler_to_rotation(*p.pose_para[:3])), np.float64)
+                    for p in params])
+  return {f'{angle}_mae': float(metrics.yaw_absolute_error(
+      predicted_degrees[:, k], truth[:, k]).mean())
+          for k, angle in enumerate(('pitch', 'yaw', 'roll'))}
+
+
+def ict_fit_reference(params) -> dict[str, float]:
+  """NME and pose MAE of ICT-FaceKit fitted to the true 68 landmarks.
+
+  What the face model can explain when given the answer's landmarks; its
+  pose error checks that our frame and Euler conventions read `Pose_Para`
+  the way the release means it (about 2 degrees of yaw on the 60 shared
+  images, docs/results.md).
+  """
+  fit = fitting.fit_landmarks(facemodel.default_model(),
+                              aflw.ground_truth(params)[0], aflw.IMAGE_SIZE)
+  angles = np.stack([np.asarray(geometry.rotation_to_euler_degrees(
+      geometry.euler_to_rotation(*pose[:3])), np.float64)
+                     for pose in np.asarray(fit.pose_para)])
+  row = aflw.evaluate_landmarks(np.asarray(fit.landmarks_2d), params)
+  row.update(aflw_pose_errors(angles, params))
+  return row
+
+
+AFLW_COLUMNS = ('[0,30]', '(30,60]', '(60,90]', 'balanced', 'overall',
+                'yaw_mae', 'pitch_mae', 'roll_mae')
+
+
+def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
+                            margin: float = 0.2
+                            ) -> dict[str, dict[str, float]]:
+  """68-landmark NME and head-pose MAE of the pipeline's MoFa variants on
+  AFLW2000-3D.
+
+  Needs only the release's .mat/.jpg files: NME per |yaw| bin, balanced and
+  overall (3DDFA's protocol, `aflw.evaluate_landmarks`), and pitch / yaw /
+  roll MAE in degrees against `Pose_Para` (`aflw_pose_errors`). Faces are
+  cropped around their ground-truth landmarks with `margin`
+  (`aflw.predict_on_crops`; configs/real.py's models were trained on
+  face_photos crops, margin 0.4). With `ddfa_dir` (3DDFA's `u_base.txt`,
+  `w_shp_base.txt`, ... files) two references are added: the landmarks
+  rebuilt from each file's parameters and the mean face under the true pose
+  (their pose error is 0 by construction). Writes
+  <workdir>/report/aflw2000_3d_landmarks.md and .json.
   """
   workdir = pathlib.Path(workdir)
   params = aflw.read_release(aflw_dir)
-  rows = {}
+  rows = {'ICT-FaceKit fit to the true landmarks (reference)':
+          ict_fit_reference(params)}
   if ddfa_dir is not None:
     sparse = facemodel.load_3ddfa_sparse_model(ddfa_dir)
     rows['3DDFA parameters (reference)'] = aflw.evaluate_landmarks(
@@ -263,16 +332,35 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None
     reconstructor = api.load_reconstructor(
         workdir / folder,
         None if predictor is None else workdir / f'pncc_{predictor}')
+    angles = []  # predict_on_crops calls in order, batch by batch
+
+    def predict(images, reconstructor=reconstructor, angles=angles):
+      result = reconstructor.reconstruct(images)
+      angles.append(np.stack([result.pitch_degrees, result.yaw_degrees,
+                              result.roll_degrees], -1))
+      return result.landmarks_2d
+
     rows[name] = aflw.evaluate_landmarks(aflw.predict_on_crops(
-        aflw_dir, params,
-        lambda images: reconstructor.reconstruct(images).landmarks_2d,
-        crop_size=reconstructor.input_size), params)
-  bins = ('[0,30]', '(30,60]', '(60,90]', 'balanced', 'overall')
-  text = (f'68-landmark 2D NME (%) on AFLW2000-3D, {len(params)} images\n\n'
-          + markdown_table(['method', *bins],
-                           [[name] + [f'{100 * r[k]:.2f}' for k in bins]
-                            for name, r in rows.items()]))
+        aflw_dir, params, predict, crop_size=reconstructor.input_size,
+        margin=margin), params)
+    rows[name].update(aflw_pose_errors(np.concatenate(angles), params))
+  text = (f'68-landmark 2D NME (%) on AFLW2000-3D ({aflw_dir}), '
+          f'{len(params)} images, by |yaw| bin (3DDFA\'s rule); head-pose '
+          'MAE (degrees) against Pose_Para\n\n' + markdown_table(
+              ['method', *AFLW_COLUMNS], [[name] + [
+                  _aflw_cell(row, key) for key in AFLW_COLUMNS]
+                                          for name, row in rows.items()]))
   (workdir / 'report').mkdir(parents=True, exist_ok=True)
   (workdir / 'report' / 'aflw2000_3d_landmarks.md').write_text(text)
+  (workdir / 'report' / 'aflw2000_3d_landmarks.json').write_text(json.dumps(
+      {'aflw2000_dir': os.fspath(aflw_dir), 'num_images': len(params),
+       'rows': rows}, indent=1))
   print(text)
   return rows
+
+
+def _aflw_cell(row: Mapping[str, float], key: str) -> str:
+  """NME in percent; angles in degrees; '-' where a row has no value."""
+  if key not in row:
+    return '-'
+  return f'{row[key]:.2f}' if key.endswith('_mae') else f'{100 * row[key]:.2f}'
