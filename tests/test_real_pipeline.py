@@ -1,0 +1,73 @@
+"""configs/real.py: the paper on real photos, scored on AFLW2000-3D.
+
+The slow test runs the tiny variant's command as written (issue 14), in a
+copy of the repository whose `../shared/data` is the shared data.
+"""
+
+import json
+import math
+import pathlib
+import shutil
+
+import pytest
+
+from configs import real
+from pnccface.evaluation import paper
+from tests import test_pipeline
+
+COMMAND = ('python launch/pipeline.py --config=configs/real.py:tiny '
+           '--workdir=workdirs/real_tiny')
+METHODS = ('MoFa', 'MoFaPNCC_few', 'MoFaPNCC_full')
+
+
+def test_without_shared_data_the_pipeline_skips_in_one_line(tmp_path,
+                                                            capsys):
+  config = real.get_config('tiny')
+  config.data_root = str(tmp_path / 'missing')
+  assert paper.run_paper(config, tmp_path / 'workdir') is None
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1 and 'skipped' in lines[0], lines
+  assert str(tmp_path / 'missing') in lines[0]
+  assert not (tmp_path / 'workdir').exists()
+
+
+def test_every_stage_reads_the_real_photos():
+  for arg in (None, 'tiny'):
+    config = real.get_config(arg)
+    assert 'celeba_10k' in config.autoencoder.dataset
+    assert 'utkface_6k' in config.autoencoder.dataset
+    assert config.pncc_full.dataset.startswith('fitted_faces/faces68_profiled')
+    assert config.pncc_few.num_train_samples == 50
+    for stage in (config.mofa, config.mofa_pncc):
+      assert stage.dataset.split('+')[0].startswith('face_photos/faces68')
+      assert stage.face_model == 'default'  # ICT-FaceKit
+    assert config.mofa_pncc.pncc_source == 'annotated'
+
+
+@pytest.mark.slow
+def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory):
+  root = tmp_path_factory.mktemp('real')
+  clone = root / 'pnccface'
+  shutil.copytree(test_pipeline.REPO, clone, ignore=shutil.ignore_patterns(
+      '.git', 'workdirs', '.venv', '__pycache__', '*.egg-info'))
+  (root / 'shared').mkdir()
+  (root / 'shared' / 'data').symlink_to(shared_data)  # ../shared/data
+  output = test_pipeline.run_readme_command(
+      COMMAND, clone, tmp_path_factory.mktemp('tfds'))
+  report = clone / 'workdirs' / 'real_tiny' / 'report'
+  table = json.loads((report / 'aflw2000_3d_landmarks.json').read_text())
+  jpgs = list((shared_data / 'aflw2000_3d_sample').glob('image*.jpg'))
+  assert table['num_images'] == len(jpgs) > 0
+  rows = table['rows']
+  assert set(METHODS) < set(rows)
+  # The issue's anchor: the mean face under the true pose scores ~2.5 %.
+  reference = rows['mean face, true pose (reference)']
+  assert 0.01 < reference['balanced'] < 0.05, reference
+  for method in METHODS:
+    row = rows[method]
+    assert 0 < row['overall'] < 1 and math.isfinite(row['balanced']), row
+    for angle in ('yaw', 'pitch', 'roll'):
+      assert 0 <= row[f'{angle}_mae'] <= 180, row
+    assert f'| {method} |' in output  # the table is printed
+  assert (report / 'aflw2000_3d_landmarks.md').is_file()
+  assert pathlib.Path(clone / 'workdirs' / 'real_tiny' / 'mofa').is_dir()
