@@ -283,7 +283,9 @@ def train_paper(config, workdir, data_dir=None, force=False) -> None:
   """Autoencoder -> PNCC_full, PNCC_few -> annotation -> MoFa, MoFaPNCC_few,
   MoFaPNCC_full (and the ground-truth PNCC ablation when configured), each
   in `workdir/<stage>` (layout in `pnccface.evaluation.paper`)."""
-  workdir = pathlib.Path(workdir)
+  # Absolute, because each PNCC stage's config.json records `init_from`: a
+  # rerun from another cwd (or with an absolute --workdir) must match it.
+  workdir = pathlib.Path(workdir).resolve()
   run_autoencoder(config.autoencoder, workdir / 'autoencoder', data_dir, force)
   predictors = {}
   for variant in ('full', 'few'):

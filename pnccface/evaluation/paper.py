@@ -230,7 +230,9 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
   `workdir/ablation/<few|full>_<k>`. Returns {variant: {'PNCC_few': l1,
   'PNCC_full': l1}} and writes workdir/ablation/pncc_ablation.md.
   """
-  workdir = pathlib.Path(workdir)
+  # Absolute: each variant's config.json records `init_from` (as in
+  # stages.train_paper), so reruns from another cwd match it.
+  workdir = pathlib.Path(workdir).resolve()
   stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder',
                          data_dir, force)
   table = {}
