@@ -172,12 +172,15 @@ def _check_stage(workdir, stage: str, what: str) -> None:
 
 
 def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
-             image_size: int, output_dir, data_dir=None) -> int:
+             image_size: int, output_dir, data_dir=None,
+             manual_dir=None) -> int:
   """Writes `dataset/split` with PNCCs predicted by a stage-1 checkpoint.
 
   Images are resized to the predictor's input for prediction; the PNCC is
   resized back to `image_size`, the size stored (stage 2's input size).
-  Resumable (see `pnccface.data.annotated`).
+  `manual_dir` is where a release dataset ('celeb_a', ...) or a face_photos
+  folder lies (`pipeline.face_dataset`). Resumable (see
+  `pnccface.data.annotated`).
   """
   manifest = pathlib.Path(output_dir) / annotated.MANIFEST
   if manifest.is_file() and annotated.read_manifest(output_dir)['complete']:
@@ -196,7 +199,7 @@ def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
     return np.asarray(jax.image.resize(pncc, images.shape, 'linear'))
 
   data = pipeline.face_dataset(dataset, split, data_dir=data_dir,
-                               image_size=image_size)
+                               image_size=image_size, manual_dir=manual_dir)
   if isinstance(data, dict):
     count = len(data['image'])
     examples = ({k: v[i] for k, v in data.items()} for i in range(count))
@@ -298,7 +301,7 @@ def train_paper(config, workdir, data_dir=None, force=False) -> None:
     for folder, split in splits.items():
       annotate(pncc_config, workdir / f'pncc_{variant}', config.mofa.dataset,
                split, mofa_size, workdir / f'annotated_{variant}' / folder,
-               data_dir)
+               data_dir, config.mofa.get('manual_dir', None))
 
   run_mofa(config.mofa, workdir / 'mofa', data_dir=data_dir, force=force)
   for variant in predictors:
