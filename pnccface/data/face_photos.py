@@ -210,7 +210,7 @@ class FacePhotos(tfds.core.GeneratorBasedBuilder):
           name='folder', description='Your own photos: the manual dir itself '
           '(landmarks.csv optional; without it, centred square crops).'),
   ]
-  DEFAULT_CONFIG_NAME = 'faces68'
+  DEFAULT_BUILDER_CONFIG_NAME = 'faces68'  # the attribute TFDS reads
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
