@@ -24,6 +24,9 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 240,
                                    'Stored image side (stage 2 input).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir.')
+_MANUAL_DIR = flags.DEFINE_string(
+    'manual_dir', None, 'Folder of a release dataset (celeb_a, the300w_lp) '
+    'or of face photos.')
 
 distributed.define_flags()
 
@@ -34,7 +37,8 @@ def main(argv):
   logs.quiet_libraries()
   count = stages.annotate(workdirs.load_config(_PNCC_WORKDIR.value),
                           _PNCC_WORKDIR.value, _DATASET.value, _SPLIT.value,
-                          _IMAGE_SIZE.value, _OUTPUT.value, _DATA_DIR.value)
+                          _IMAGE_SIZE.value, _OUTPUT.value, _DATA_DIR.value,
+                          _MANUAL_DIR.value)
   print(f'{count} examples in {_OUTPUT.value}')
 
 

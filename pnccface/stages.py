@@ -178,8 +178,9 @@ def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
 
   Images are resized to the predictor's input for prediction; the PNCC is
   resized back to `image_size`, the size stored (stage 2's input size).
-  Resumable (see `pnccface.data.annotated`). `manual_dir`: where a dataset
-  built from photos finds them (`pipeline.load_split`).
+  `manual_dir` is where a release dataset ('celeb_a', ...) or a face_photos
+  folder lies (`pipeline.face_dataset`). Resumable (see
+  `pnccface.data.annotated`).
   """
   manifest = pathlib.Path(output_dir) / annotated.MANIFEST
   if manifest.is_file() and annotated.read_manifest(output_dir)['complete']:

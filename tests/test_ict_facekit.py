@@ -37,6 +37,11 @@ def test_model_shapes_and_priors(model):
   assert model.num_albedo > 10
   albedo = np.asarray(model.albedo_mean)
   assert albedo.min() >= 0 and albedo.max() <= 1
+  # print(model) summarises instead of dumping ~40 MB of arrays.
+  assert repr(model) == (
+      f"MorphableModel('ict_facekit_light': {model.num_vertices} vertices, "
+      f'{model.num_triangles} triangles, 100 shape / 53 expression / '
+      f'{model.num_albedo} albedo components)')
 
 
 def test_units_are_millimetres(model):

@@ -193,6 +193,24 @@ def test_photometric_and_landmark_terms_match_numpy():
     mofa_train.photometric_terms(a, b, mask, 'l1')
 
 
+def test_celeba_eye_centres_match_the_mean_of_six_eye_landmarks():
+  pred = np.zeros((1, 68, 2), np.float32)
+  pred[0, 36:42] = [[8, 18], [12, 22], [10, 20], [10, 20], [9, 20], [11, 20]]
+  pred[0, 42:48] = [[30, 20]] * 6
+  weights = np.zeros((1, 68), np.float32)
+  weights[0, 30] = 1.0  # the nose tip, already on target
+  batch = {'landmarks_2d': np.zeros((1, 68, 2), np.float32),
+           'landmark_weights': weights}
+  assert mofa_train.landmark_targets(pred, batch)[0] is pred  # no eyes: as is
+  batch['eye_centres'] = np.array([[[12, 20], [30, 24]]], np.float32)
+  sq, dist, n = mofa_train.landmark_terms(
+      *mofa_train.landmark_targets(pred, batch), 64)
+  # Eye means (10, 20) and (30, 20) against (12, 20) and (30, 24).
+  np.testing.assert_allclose(sq, (2**2 + 4**2) / 64**2, rtol=1e-5)
+  np.testing.assert_allclose(dist, (2 + 4) / 64, rtol=1e-5)
+  assert float(n) == 3
+
+
 def test_encoder_input_stacks_pncc():
   image = np.zeros((1, 4, 4, 3), np.float32)
   pncc = np.ones((1, 4, 4, 3), np.float32)

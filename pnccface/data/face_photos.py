@@ -111,7 +111,7 @@ def first_images_config(builder_cls, config, max_images: int | None):
   Builders take it as a keyword, in dataset names too:
   'face_photos/faces68:1.0.0/max_images=64' (CI-sized runs, configs/real.py).
   """
-  config = config or builder_cls.DEFAULT_CONFIG_NAME
+  config = config or builder_cls.DEFAULT_BUILDER_CONFIG_NAME
   if isinstance(config, str):
     config = builder_cls.builder_configs[config]
   if max_images is None:
@@ -230,7 +230,7 @@ class FacePhotos(tfds.core.GeneratorBasedBuilder):
           name='folder', description='Your own photos: the manual dir itself '
           '(landmarks.csv optional; without it, centred square crops).'),
   ]
-  DEFAULT_CONFIG_NAME = 'faces68'
+  DEFAULT_BUILDER_CONFIG_NAME = 'faces68'  # the attribute TFDS reads
 
   def __init__(self, *, max_images: int | None = None, **kwargs):
     """`max_images`: only the first N photos (`first_images_config`)."""

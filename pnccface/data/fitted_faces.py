@@ -159,7 +159,7 @@ class FittedFaces(synthetic_faces.ModelBuilder):
                         description='faces68 fits plus one copy per photo '
                         'profiled to |yaw| in [60, 90] deg.'),
   ]
-  DEFAULT_CONFIG_NAME = 'faces68'
+  DEFAULT_BUILDER_CONFIG_NAME = 'faces68'  # the attribute TFDS reads
 
   def __init__(self, *, max_images: int | None = None, **kwargs):
     """`max_images`: only the first N source photos

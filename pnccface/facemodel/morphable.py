@@ -7,6 +7,7 @@ z towards the viewer), 0-based indices.
 from __future__ import annotations
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -55,6 +56,16 @@ class MorphableModel:
   name: str = flax.struct.field(pytree_node=False, default='unnamed')
   nonnegative_expressions: tuple[int, ...] = flax.struct.field(
       pytree_node=False, default=())
+
+  def __repr__(self) -> str:
+    # A summary, not the arrays: print(model) is how users inspect a model.
+    if not all(hasattr(leaf, 'shape') for leaf in jax.tree_util.tree_leaves(
+        self)):  # e.g. a tree_map of the model to specs or shapes
+      return f'MorphableModel({self.name!r}, leaves={self.__dict__})'
+    return (f'MorphableModel({self.name!r}: {self.num_vertices} vertices, '
+            f'{self.num_triangles} triangles, {self.num_shape} shape / '
+            f'{self.num_expression} expression / {self.num_albedo} albedo '
+            'components)')
 
   @property
   def num_vertices(self) -> int:

@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnccface import render
+from pnccface.data import real_faces
 from pnccface.evaluation import report
 from pnccface.facemodel import MorphableModel
 from pnccface.models import mofa as mofa_model
@@ -172,6 +173,35 @@ def landmark_terms(pred, target, weights, image_size: int
           jnp.sum(weights * dist) / image_size, jnp.sum(weights))
 
 
+def landmark_targets(pred, batch) -> tuple[Array, Array, Array]:
+  """(predicted, target, weights) of E_land for one batch.
+
+  The 68 iBUG landmarks, plus CelebA's two eye centres where the batch has
+  `eye_centres` [B, 2, 2]: no iBUG point sits at an eye centre, so each is
+  matched by the mean of the model's six landmarks of that eye
+  (`real_faces.EYE_LANDMARKS`, viewer's left eye first, as the data stores
+  them), with weight 1.
+
+  Args:
+    pred: [B, 68, 2] projected model landmarks, image pixels.
+    batch: with 'landmarks_2d' [B, 68, 2], 'landmark_weights' [B, 68] and
+      optionally 'eye_centres' [B, 2, 2] (image pixels).
+
+  Returns:
+    pred, target [B, L, 2] and weights [B, L], L = 68 or 70.
+  """
+  target, weights = batch['landmarks_2d'], batch['landmark_weights']
+  if 'eye_centres' not in batch:
+    return pred, target, weights
+  eyes = jnp.stack([jnp.mean(pred[..., list(eye), :], axis=-2)
+                    for eye in real_faces.EYE_LANDMARKS], axis=-2)
+  centres = batch['eye_centres']
+  return (jnp.concatenate([pred, eyes], axis=-2),
+          jnp.concatenate([target, centres], axis=-2),
+          jnp.concatenate([weights, jnp.ones(centres.shape[:-1],
+                                             weights.dtype)], axis=-1))
+
+
 def prior_terms(code: mofa_model.FaceCode) -> dict[str, Array]:
   """Batch means of the summed squared standardised coefficients."""
   return {name: jnp.mean(jnp.sum(getattr(code, name)**2, axis=-1))
@@ -203,8 +233,7 @@ def mofa_loss(recon: mofa_model.Reconstruction, code: mofa_model.FaceCode,
   else:
     raise ValueError(f"unknown photo_domain {domain!r} ('pixel', 'vertex')")
   land_sq, land_dist, n_land = landmark_terms(
-      recon.landmarks_2d, batch['landmarks_2d'], batch['landmark_weights'],
-      size)
+      *landmark_targets(recon.landmarks_2d, batch), size)
   photo = common.global_mean(photo_sum, n_pix, axis_name)
   landmark = common.global_mean(land_sq, n_land, axis_name)
   priors = prior_terms(code)
