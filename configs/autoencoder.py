@@ -43,9 +43,11 @@ def get_config(arg=None):
       zdisc_every=4, enc_prior_every=2, disc_every=2, gen_every=1,
       gan_start_step=42_836, ssim_start_step=85_672,  # 3FabRec epochs 2, 3
       disc_ndf=32, zdisc_hidden=1000))
-  # 3FabRec --daug 4: flips and RandomAffine(45) (here rotation only).
+  # 3FabRec --daug 4: flips and RandomAffine(45, translate 3.5%, scale
+  # 0.94-1.03); no colour jitter (pnccface.data.augment's fields).
   config.augment = ml_collections.ConfigDict(dict(
-      enabled=True, flip=0.5, rotate_degrees=45.0))
+      enabled=True, flip=0.5, rotate_degrees=45.0, translate=0.035,
+      scale=0.03, brightness=0.0, contrast=0.0, saturation=0.0))
   config.log_every = 100
   config.eval_every = 5_000
   config.checkpoint_every = 5_000

@@ -7,6 +7,8 @@ import numpy as np
 import optax
 import pytest
 
+from configs import autoencoder as autoencoder_config
+from pnccface.data import augment
 from pnccface.train import autoencoder as stage0
 
 
@@ -112,31 +114,11 @@ def test_every_k_updates_steps_only_on_its_turn():
   assert stage0.every_k_updates(optax.sgd(1.0), 1) is not None
 
 
-def test_augment_images_flips_and_rotates():
-  images = jnp.asarray(np.random.default_rng(1).uniform(size=(64, 8, 8, 3)),
-                       jnp.float32)
-  out = stage0.augment_images(jax.random.PRNGKey(0), images, flip=True,
-                              max_rotation_degrees=0.0)
-  flipped = [bool(jnp.all(o == i[:, ::-1])) for o, i in zip(out, images)]
-  unchanged = [bool(jnp.all(o == i)) for o, i in zip(out, images)]
-  assert all(f or u for f, u in zip(flipped, unchanged))
-  assert 16 < sum(flipped) < 48  # p = 0.5
-  # Random angles stay within the limit: corners move less than at 90 deg.
-  rotated = stage0.augment_images(jax.random.PRNGKey(1), images, flip=False,
-                                  max_rotation_degrees=45.0)
-  assert rotated.shape == images.shape
-  assert not np.allclose(rotated, images)
-
-
-def test_rotate_images_quarter_turn_is_a_pixel_permutation():
-  square = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 8, 8, 1)),
-                       jnp.float32)
-  # +90 degrees: out[i, j] = in[W - 1 - j, i], numpy's clockwise rot90.
-  turned = stage0.rotate_images(square, jnp.full((2,), np.pi / 2))
-  np.testing.assert_allclose(turned, np.rot90(square, -1, axes=(1, 2)),
-                             atol=1e-5)
-  np.testing.assert_allclose(
-      stage0.rotate_images(square, jnp.zeros(2)), square, atol=1e-6)
-  # Half a pixel's worth of a turn blends neighbours (bilinear).
-  small = stage0.rotate_images(square, jnp.full((2,), 0.05))
-  assert 0 < float(jnp.abs(small - square).max()) < 1
+def test_stage0_augments_as_3fabrec_in_the_input_pipeline():
+  # 3FabRec --daug 4: flips, RandomAffine(45, translate 3.5%, scale ~3%),
+  # no colour jitter; the pipeline's draws are device-count independent.
+  config = autoencoder_config.get_config()
+  assert augment.from_config(config) == augment.Augmentation(
+      flip=0.5, scale=0.03, translate=0.035, rotate_degrees=45.0,
+      brightness=0.0, contrast=0.0, saturation=0.0)
+  assert not hasattr(stage0, 'augment_images')  # one mechanism, not two

@@ -25,9 +25,10 @@ Implemented (3FabRec `train_aae_unsupervised.py` / `aae_training.py`):
   * phases (`gan_start_step`, `ssim_start_step`): 3FabRec trains epoch 1
     with reconstruction (+ latent GAN) only, adds the image GAN in epoch 2
     and the structural loss from epoch 3 (README); the steps say when.
-  * augmentation (`config.augment`, `augment_images`): random horizontal
-    flips and rotations in +-45 degrees, as 3FabRec's `--daug 4` (flip +
-    RandomAffine(45)).
+  * augmentation (`config.augment`, applied by the input pipeline,
+    `pnccface.data.augment`): random horizontal flips, rotations in +-45
+    degrees, 3.5% translation and 3% scale, as 3FabRec's `--daug 4` (flip +
+    RandomAffine(45, translate, scale)).
   Losses use log-sigmoid of logits (3FabRec: sigmoid + log(p + 1e-8)).
   All switches at their "before" values (structural='ssim', every = 1,
   start steps 0, zdisc_lr_factor 0.5, no augmentation) give our earlier
@@ -39,9 +40,8 @@ Left out / changed, and why:
     the encoder's one combined step (disjoint parameter sets otherwise: each
     discriminator sees stop-gradient inputs, the autoencoder sees
     stop-gradient discriminators). Pure and resumable.
-  * 3FabRec's RandomAffine also translates (3.5%), scales (0.94-1.03) and
-    shears (5 deg), and rotates a crop with margins (the input diagonal);
-    we rotate the input-size crop, filling with the nearest edge pixel.
+  * 3FabRec's RandomAffine also shears (5 deg) and rotates a crop with
+    margins (the input diagonal); we transform the input-size crop.
   * C2's data range L: 3FabRec picks it from the (normalised) target
     (L = 2 when a value < -0.5, else 1); we use `ssim_max_value` (1.0).
   * the optional "generative" image loss (with_gen_loss, interpolated
@@ -226,61 +226,6 @@ def every_k_updates(tx: optax.GradientTransformation, every: int
   return optax.GradientTransformation(init, update)
 
 
-def augment_images(rng: jax.Array, images: Array, flip: bool = True,
-                   max_rotation_degrees: float = 45.0) -> Array:
-  """Random horizontal flips (p = 0.5) and rotations about the image centre.
-
-  Angles are uniform in [-max, max] degrees; bilinear sampling in the image
-  frame of `geometry.pixel_centers`, outside samples take the nearest edge
-  pixel. images: [B, H, W, C] -> same shape.
-  """
-  batch = images.shape[0]
-  k_flip, k_angle = jax.random.split(rng)
-  if flip:
-    flips = jax.random.bernoulli(k_flip, 0.5, (batch,))
-    images = jnp.where(flips[:, None, None, None], images[:, :, ::-1],
-                       images)
-  if not max_rotation_degrees:
-    return images
-  angles = jnp.radians(jax.random.uniform(
-      k_angle, (batch,), minval=-max_rotation_degrees,
-      maxval=max_rotation_degrees))
-  return rotate_images(images, angles)
-
-
-def rotate_images(images: Array, angles: Array) -> Array:
-  """Rotates each [B, H, W, C] image about its centre by `angles` [B]
-  (radians; positive turns the content clockwise as displayed, y down).
-
-  Bilinear sampling in the image frame of `geometry.pixel_centers`; outside
-  samples take the nearest edge pixel.
-  """
-  _, height, width, _ = images.shape
-  centers = geometry.pixel_centers(height, width)  # [H, W, (x, y)]
-  offset = centers - jnp.array([width / 2, height / 2])
-
-  def rotate(image, angle):
-    # Output pixel p samples the input at R(-angle) (p - c) + c.
-    cos, sin = jnp.cos(angle), jnp.sin(angle)
-    x = cos * offset[..., 0] + sin * offset[..., 1] + width / 2
-    y = -sin * offset[..., 0] + cos * offset[..., 1] + height / 2
-    coords = [y - 0.5, x - 0.5]  # pixel centres -> array indices
-    return jnp.stack([jax.scipy.ndimage.map_coordinates(
-        image[..., c], coords, order=1, mode='nearest')
-                      for c in range(image.shape[-1])], axis=-1)
-
-  return jax.vmap(rotate)(images, angles)
-
-
-def stage0_inputs(config, rng: jax.Array, images: Array) -> Array:
-  """The training images after `config.augment` (unchanged when absent)."""
-  augment = config.get('augment', None)
-  if not augment or not augment.get('enabled', False):
-    return images
-  return augment_images(rng, images, augment.get('flip', True),
-                        augment.get('max_rotation_degrees', 0.0))
-
-
 class Models:
   """The stage-0 modules of a config (train-time ones use the pmap axis)."""
 
@@ -433,12 +378,14 @@ def train_step(state: common.TrainState, batch, *, config, models: Models
                ) -> tuple[common.TrainState, common.Metrics]:
   """Pure per-device step; pmap it with axis common.AXIS, binding `config`
   and `models` (built with bn_axis_name=common.AXIS) by functools.partial."""
-  rng, aug_rng = jax.random.split(common.step_rng(state))
-  image = stage0_inputs(config, aug_rng, batch['image'])
+  # Augmentation (3FabRec's flips and rotations) happens in the input
+  # pipeline (`pipeline.training_batch_source`), seeded by (seed, step), so
+  # the step stays independent of the number of devices.
+  rng = common.step_rng(state)
   # `losses` reports the autoencoder's own loss as metrics['loss'].
   return common.apply_loss_gradients(
       state, lambda p: losses(config, models, p, state.batch_stats,
-                              image, rng, step=state.step))
+                              batch['image'], rng, step=state.step))
 
 
 def make_train_step(config) -> Callable:
