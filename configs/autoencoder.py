@@ -14,7 +14,23 @@ zdisc_lr_factor=0.5, augment.enabled=False.
 
 import ml_collections
 
-from configs import pncc_full
+
+def model_config() -> ml_collections.ConfigDict:
+  """`pnccface.models.autoencoder.Autoencoder`'s fields at 3FabRec's sizes
+  (stage 1's `PNCCPredictor` re-uses them, configs/pncc_full.py)."""
+  return ml_collections.ConfigDict(dict(
+      resolution=256,  # input size
+      base_width=64,
+      z_dim=99,
+      encoder_blocks=2,  # ResNet-18: 2
+      decoder_blocks=1,  # 3FabRec DECODER_PLANES_PER_BLOCK = 1
+      # '3fabrec' (image - VGGFace2 mean) for weights from import_3fabrec.py
+      input_normalization='symmetric',
+  ))
+
+
+# The autoencoder sizes of the tiny variants (stages 0 and 1).
+TINY_MODEL = dict(resolution=32, base_width=8, z_dim=16, encoder_blocks=1)
 
 
 def get_config(arg=None):
@@ -25,7 +41,7 @@ def get_config(arg=None):
   config.eval_split = 'test'
   config.num_train_samples = -1
   config.num_eval_samples = 1000
-  config.model = pncc_full.model_config()
+  config.model = model_config()
   config.batch_size = 50  # 3FabRec default 50
   config.num_train_steps = 400_000
   config.optimizer = ml_collections.ConfigDict(dict(
@@ -57,7 +73,7 @@ def get_config(arg=None):
   if arg == 'tiny':
     config.dataset = 'synthetic_faces/tiny'
     config.num_eval_samples = 32  # synthetic_faces/tiny has 32 test faces
-    config.model.update(pncc_full.TINY_MODEL)
+    config.model.update(TINY_MODEL)
     config.batch_size = 8
     config.num_train_steps = 40
     config.optimizer.lr = 1e-3

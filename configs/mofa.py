@@ -6,28 +6,26 @@ default here); `get_config('tiny')` is a seconds-scale variant for tests
 (64x64, a tiny AlexNet-style encoder, a few hundred steps).
 """
 
+import math
+
 import ml_collections
 
 
 def model_config() -> ml_collections.ConfigDict:
-  """Encoder sizes (pnccface.models.mofa.encoder_from_config)."""
+  """`pnccface.models.mofa.MoFaEncoder`'s fields but the coefficient counts,
+  which come from the face model (`config.face_model_components`)."""
   return ml_collections.ConfigDict(dict(
-      backbone='alexnet',  # or 'resnet'
-      alexnet=dict(
+      backbone='alexnet',  # or 'resnet', with ResNetFeatures' backbone_kwargs
+      backbone_kwargs=dict(  # MoFa's AlexNet (AlexNetFeatures' fields)
           conv_features=(96, 256, 384, 384, 256),
           kernel_sizes=(11, 5, 3, 3, 3),
           strides=(4, 1, 1, 1, 1),
           pool_after=(0, 1, 4),
           dense_features=(4096, 4096)),
-      resnet=dict(width=32, stage_blocks=(2, 2, 2, 2)),
       norm='none',  # 'batch' | 'group' | 'none' (AlexNet: none)
-      max_angle_degrees=90.0,  # Euler angles = max * tanh(raw)
+      max_angle=math.pi / 2,  # radians; Euler angles = max * tanh(raw)
       initial_irradiance=1.0,  # ambient light of the initial prediction
       head_init_scale=1e-3,  # initial prediction ~ mean frontal face
-      face_fraction=0.525,  # default scale: landmark box / image height
-      # MoFa keeps 80 shape / 64 expression / 80 reflectance components;
-      # 3DDFA's expression basis has 29, all kept (-1 = all).
-      shape_components=80, expression_components=-1, albedo_components=80,
   ))
 
 
@@ -45,6 +43,11 @@ def get_config(arg=None):
   config.use_pncc = False
   config.pncc_source = 'none'  # MoFa reads no PNCC
   config.model = model_config()
+  # MoFa keeps 80 shape / 64 expression / 80 reflectance components; 3DDFA's
+  # expression basis has 29, all kept (-1 = all; truncate_face_model's args).
+  config.face_model_components = ml_collections.ConfigDict(dict(
+      num_shape=80, num_expression=-1, num_albedo=80))
+  config.face_fraction = 0.525  # default scale: landmark box / image height
   config.init_from = ''  # a MoFa workdir to start from ('' = random)
   config.batch_size = 32  # global, over all devices
   config.num_train_steps = 200_000
@@ -72,10 +75,9 @@ def get_config(arg=None):
     config.dataset = 'synthetic_faces/tiny'
     config.num_eval_samples = 32  # synthetic_faces/tiny has 32 test faces
     config.image_size = 64
-    config.model.alexnet.update(dict(
+    config.model.backbone_kwargs.update(dict(
         conv_features=(16, 32, 32, 32, 32), kernel_sizes=(5, 3, 3, 3, 3),
         strides=(2, 1, 1, 1, 1), dense_features=(128,)))
-    config.model.resnet.update(dict(width=8, stage_blocks=(1, 1, 1)))
     config.batch_size = 8
     config.num_train_steps = 300
     config.optimizer.update(dict(lr=1e-3, warmup_steps=0))

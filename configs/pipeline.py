@@ -31,7 +31,7 @@ def get_config(arg=None):
 
   # The paper's stages at 64x64 and CPU lengths.
   for stage in (config.autoencoder, config.pncc_full, config.pncc_few):
-    stage.model.update(dict(resolution=64, base_width=16, pncc_resolution=64))
+    stage.model.update(dict(resolution=64, base_width=16))
     stage.eval_every, stage.checkpoint_every, stage.log_every = 300, 150, 50
   ae = config.autoencoder
   ae.batch_size, ae.num_train_steps = 16, 1000
@@ -43,12 +43,14 @@ def get_config(arg=None):
   config.pncc_full.batch_size, config.pncc_full.num_train_steps = 16, 600
   config.pncc_few.num_train_steps = 300
   for stage in (config.pncc_full, config.pncc_few):
+    stage.model.pncc_resolution = 64
     stage.optimizer.warmup_steps = 50
   for stage in (config.mofa, config.mofa_pncc):
     stage.image_size = 64
     stage.model.backbone = 'resnet'
+    stage.model.backbone_kwargs = ml_collections.ConfigDict(dict(
+        width=16, stage_blocks=(1, 1, 1, 1)))  # ResNetFeatures' fields
     stage.model.norm = 'batch'
-    stage.model.resnet.update(dict(width=16, stage_blocks=(1, 1, 1, 1)))
     stage.batch_size, stage.num_train_steps = 16, 600
     stage.optimizer.update(dict(lr=5e-4, warmup_steps=100))
     stage.eval_every, stage.checkpoint_every, stage.log_every = 300, 150, 50

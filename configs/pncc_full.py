@@ -7,28 +7,20 @@ Encoder/decoder come from the stage-0 workdir in `init_from`.
 
 import ml_collections
 
+from configs import autoencoder
+
 
 def model_config() -> ml_collections.ConfigDict:
-  """The 3FabRec autoencoder sizes shared by stages 0 and 1."""
-  return ml_collections.ConfigDict(dict(
-      resolution=256,  # input size
-      base_width=64,
-      z_dim=99,
-      encoder_blocks=2,  # ResNet-18: 2
-      decoder_blocks=1,  # 3FabRec DECODER_PLANES_PER_BLOCK = 1
+  """`pnccface.models.autoencoder.PNCCPredictor`'s fields: stage 0's
+  autoencoder sizes plus the PNCC head."""
+  config = autoencoder.model_config()
+  config.update(dict(
       pncc_resolution=128,  # LandmarkHeadV2: 128 for 256
       use_skips=True,  # SCAF
       freeze_encoder=True,
       freeze_decoder=True,
-      from_scratch_decoder=False,  # ablation: needs freeze_decoder=False
-      # '3fabrec' (image - VGGFace2 mean) for weights from import_3fabrec.py
-      input_normalization='symmetric',
   ))
-
-
-# The autoencoder sizes of the tiny variants (stages 0 and 1).
-TINY_MODEL = dict(resolution=32, base_width=8, z_dim=16, encoder_blocks=1,
-                  pncc_resolution=32)
+  return config
 
 
 def get_config(arg=None):
@@ -41,6 +33,9 @@ def get_config(arg=None):
   config.num_eval_samples = 1000
   config.model = model_config()
   config.init_from = ''  # stage-0 workdir; '' = random encoder/decoder
+  # Ablation: a random decoder instead of stage 0's (needs
+  # model.freeze_decoder=False).
+  config.from_scratch_decoder = False
   config.batch_size = 32  # global, over all devices
   config.num_train_steps = 50_000
   config.optimizer = ml_collections.ConfigDict(dict(
@@ -57,7 +52,7 @@ def get_config(arg=None):
   if arg == 'tiny':
     config.dataset = 'synthetic_faces/tiny'
     config.num_eval_samples = 32  # synthetic_faces/tiny has 32 test faces
-    config.model.update(TINY_MODEL)
+    config.model.update(autoencoder.TINY_MODEL, pncc_resolution=32)
     config.batch_size = 8
     config.num_train_steps = 40
     config.optimizer.update(dict(lr=3e-3, warmup_steps=0))

@@ -8,13 +8,17 @@ is refused before anything in the folder changes.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import pathlib
-from typing import Any
+from typing import Any, Mapping
 
 from absl import logging
 import ml_collections
+
+from pnccface.models import mofa as mofa_model
 
 CONFIG_FILE = 'config.json'
 STAGES = ('autoencoder', 'pncc', 'mofa', 'pipeline')
@@ -31,20 +35,84 @@ def as_json_dict(config) -> dict[str, Any]:
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-  """The config a workdir was made with (`<workdir>/config.json`)."""
+  """The config a workdir was made with (`<workdir>/config.json`), in
+  today's format (`upgrade_config`; the file itself is never rewritten)."""
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(
         f'{path} not found: {workdir} is not a workdir written by '
         'pnccface.stages / launch/*.py')
   try:
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e})') from None
+  return ml_collections.ConfigDict(upgrade_config(saved))
+
+
+# Keys of a stage-0/1 `model` section up to 4d7e273 that are not fields of
+# the stage's module: the autoencoder's section held the PNCC head too.
+_PNCC_HEAD_KEYS = ('pncc_resolution', 'use_skips', 'freeze_encoder',
+                   'freeze_decoder')
+# Up to 4d7e273 MoFa's face-model truncation sat in its `model` section.
+_COMPONENT_KEYS = {'shape_components': 'num_shape',
+                   'expression_components': 'num_expression',
+                   'albedo_components': 'num_albedo'}
+
+
+def upgrade_config(config: Mapping[str, Any]) -> dict[str, Any]:
+  """A saved config (JSON dict) in today's format; today's are unchanged.
+
+  Up to commit 4d7e273 a stage's `model` section also held keys that are
+  not its module's fields; today `config.model` is exactly the fields
+  (`Model(**config.model)`). Moved:
+    autoencoder: the PNCC head's keys and `from_scratch_decoder` dropped
+      (stage 0 never read them);
+    pncc: `model.from_scratch_decoder` -> `from_scratch_decoder`;
+    mofa: `model.<backbone>` (`alexnet` / `resnet`) -> `model.
+      backbone_kwargs` (the other one dropped), `model.max_angle_degrees`
+      -> `model.max_angle` (radians), `model.face_fraction` ->
+      `face_fraction`, `model.{shape,expression,albedo}_components` ->
+      `face_model_components.num_{shape,expression,albedo}`;
+    pipeline: each stage's section as above.
+  A config whose stage `stage_of` cannot tell is returned as it is.
+  """
+  config = copy.deepcopy(dict(config))
+  try:
+    stage = stage_of(config)
+  except ValueError:
+    return config
+  if stage == 'pipeline':
+    return {key: upgrade_config(value) if isinstance(value, Mapping) and
+            'model' in value else value for key, value in config.items()}
+  model = config.get('model')
+  if not isinstance(model, dict):
+    return config
+  if stage in ('autoencoder', 'pncc'):
+    scratch = model.pop('from_scratch_decoder', None)
+    if stage == 'autoencoder':
+      for key in _PNCC_HEAD_KEYS:
+        model.pop(key, None)
+    else:
+      config.setdefault('from_scratch_decoder', bool(scratch))
+  else:  # mofa
+    backbone = model.get('backbone', 'alexnet')
+    kwargs = {name: model.pop(name, None) for name in ('alexnet', 'resnet')}
+    if 'backbone_kwargs' not in model and kwargs.get(backbone) is not None:
+      model['backbone_kwargs'] = kwargs[backbone]
+    if 'max_angle_degrees' in model:
+      model['max_angle'] = math.radians(model.pop('max_angle_degrees'))
+    config.setdefault('face_fraction', model.pop(
+        'face_fraction', mofa_model.DEFAULT_FACE_FRACTION))
+    config.setdefault('face_model_components', {
+        new: model.pop(old) for old, new in _COMPONENT_KEYS.items()
+        if old in model})
+  return config
 
 
 def stage_of(config) -> str:
   """Which stage a config trains: one of STAGES, from the keys it has."""
+  if 'imported_from' in config:  # models.import_3fabrec.write_workdir
+    return 'autoencoder'
   if 'mofa' in config and 'autoencoder' in config:
     return 'pipeline'
   if 'use_pncc' in config:

@@ -85,7 +85,7 @@ def fabrec_state_dict(resolution=256, width=64, z_dim=99, seed=0):
 def _config(resolution, width, z_dim):
   """3FabRec's layout at a small size (names as its sub-256 models)."""
   config = import_3fabrec.model_config()
-  config.resolution, config.pncc_resolution = resolution, resolution // 2
+  config.resolution = resolution
   config.base_width, config.z_dim = width, z_dim
   return config
 
@@ -130,8 +130,7 @@ def test_converted_workdir_is_a_pncc_init_from(tmp_path):
       state['P.layer2.0.upsample.1.running_var'])
   workdir = import_3fabrec.write_workdir(variables, tmp_path / 'ae', config)
   pncc_config = pncc_few_config.get_config('tiny')
-  pncc_config.model = config
-  pncc_config.model.pncc_resolution = 32
+  pncc_config.model.update(config)  # the imported autoencoder's sizes
   pncc_config.init_from = str(workdir)
   loaded = pncc.init_variables(pncc_config, jax.random.PRNGKey(0))
   np.testing.assert_array_equal(
@@ -221,7 +220,7 @@ def test_parity_with_torch(resolution):
   # 3FabRec's input: image - VGGFace2 mean (std 1), NCHW.
   z_ref, tanh_ref = _torch_forward(
       state, np.transpose(image - mean, (0, 3, 1, 2)).copy(), resolution)
-  model = ae_lib.autoencoder_from_config(config)
+  model = ae_lib.Autoencoder(**config)
   recon, z = jax.jit(lambda v, x: model.apply(v, x, train=False))(
       variables, image)
   assert np.abs(z_ref).max() > 0.1 and np.abs(tanh_ref).std() > 0.05

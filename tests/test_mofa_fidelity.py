@@ -20,9 +20,9 @@ def test_config_keeps_mofas_prior_ratios_and_l21():
   assert loss.w_albedo / loss.w_shape == pytest.approx(1.7e-3)
   assert loss.w_expression / loss.w_shape == pytest.approx(0.8)
   assert loss.photo_norm == 'l21'
-  model = mofa_config.get_config().model
-  assert (model.shape_components, model.expression_components,
-          model.albedo_components) == (80, -1, 80)
+  components = mofa_config.get_config().face_model_components
+  assert components.to_dict() == dict(num_shape=80, num_expression=-1,
+                                      num_albedo=80)
 
 
 def test_truncate_face_model_keeps_the_first_components():
@@ -41,9 +41,9 @@ def test_truncate_face_model_keeps_the_first_components():
   assert (same.num_shape, same.num_expression, same.num_albedo) == (
       60, 16, 60)
   assert mofa.truncate_face_model(small, 10, 5, 7).num_shape == 10
-  config = ml_collections.ConfigDict(dict(shape_components=8))
-  assert mofa.face_model_from_config(config, model).num_shape == 8
-  assert mofa.face_model_from_config(config, model).num_albedo == 60
+  config = ml_collections.ConfigDict(dict(num_shape=8))
+  assert mofa.truncate_face_model(model, **config).num_shape == 8
+  assert mofa.truncate_face_model(model, **config).num_albedo == 60
 
 
 def test_photometric_distance_hand_computed():

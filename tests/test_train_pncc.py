@@ -83,7 +83,7 @@ def test_unfrozen_decoder_trains_and_updates_its_batch_stats():
 
 def test_config_errors():
   config = pncc_few_config.get_config('tiny')
-  config.model.from_scratch_decoder = True  # with a frozen decoder: invalid
+  config.from_scratch_decoder = True  # with a frozen decoder: invalid
   with pytest.raises(ValueError, match='from_scratch_decoder'):
     pncc.init_variables(config, jax.random.PRNGKey(0))
   config = pncc_few_config.get_config('tiny')

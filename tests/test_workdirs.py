@@ -1,15 +1,23 @@
 """Workdir safety: config.json written once, other configs refused."""
 
+import functools
 import json
+import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pnccface import api
 from pnccface import stages
 from pnccface import workdirs
+from pnccface.models import import_3fabrec
+from pnccface.train import mofa as mofa_train
 from pnccface.train import pncc as pncc_train
+from configs import pipeline as pipeline_config
 from configs import pncc_few
+from configs import real as real_config
 from tests.conftest import ellipse_faces, few_shot_source
 
 
@@ -60,3 +68,85 @@ def test_same_config_is_reused_and_fresh_workdir_gets_it(tmp_path):
       workdirs.as_json_dict(config))
   assert not workdirs.claim(config, tmp_path / 'new')
   assert workdirs.stage_of(workdirs.load_config(tmp_path / 'new')) == 'pncc'
+
+
+# ----------------------------------------------------------------------------
+# Configs saved before `config.model` became exactly the modules' fields.
+
+OLD_CONFIGS = pathlib.Path(__file__).parent / 'data' / 'configs_4d7e273'
+
+
+def _workdir_configs(config, name: str) -> dict:
+  """{fixture name: stage config} as a pipeline workdir at
+  /old/workdirs/<name> holds them (`stages.train_paper`; see
+  data/configs_4d7e273/make_fixtures.py)."""
+  configs = {'pipeline': config, 'autoencoder': config.autoencoder,
+             'mofa': config.mofa, 'mofa_pncc_few': config.mofa_pncc}
+  for variant in ('full', 'few'):
+    pncc = config[f'pncc_{variant}'].copy_and_resolve_references()
+    pncc.init_from = f'/old/workdirs/{name}/autoencoder'
+    configs[f'pncc_{variant}'] = pncc
+  return configs
+
+
+def _old(name: str, stage: str) -> dict:
+  return json.loads((OLD_CONFIGS / name / f'{stage}.json').read_text())
+
+
+@pytest.mark.parametrize('name, config', [
+    ('real', real_config.get_config()),
+    ('tiny', pipeline_config.get_config('tiny'))])
+def test_configs_saved_at_4d7e273_upgrade_to_todays(name, config):
+  for stage, today in _workdir_configs(config, name).items():
+    old, new = _old(name, stage), workdirs.as_json_dict(today)
+    assert old != new, stage  # every stage's format changed
+    assert workdirs.upgrade_config(old) == new, stage
+    assert workdirs.upgrade_config(new) == new, stage
+    assert workdirs.stage_of(new) == workdirs.stage_of(old)
+
+
+def test_real_run_of_4d7e273_goes_on_with_todays_config(tmp_path):
+  saved = (OLD_CONFIGS / 'real' / 'pipeline.json').read_text()
+  (tmp_path / 'config.json').write_text(saved)
+  assert not workdirs.claim(real_config.get_config(), tmp_path)
+  # Not rewritten: the 4d7e273 process training there compares it too.
+  assert (tmp_path / 'config.json').read_text() == saved
+  changed = real_config.get_config()
+  changed.mofa.model.max_angle = 1.0
+  with pytest.raises(workdirs.ConfigMismatchError,
+                     match=r'mofa\.model\.max_angle: 1\.57\d* -> 1\.0'):
+    workdirs.claim(changed, tmp_path)
+
+
+def _zero_variables(model, input_shape) -> dict:
+  """Zeros in `model`'s variable structure (traced, not compiled): a
+  stand-in checkpoint for one trained with `model`."""
+  shapes = jax.eval_shape(functools.partial(model.init, train=False),
+                          jax.random.PRNGKey(0), jnp.zeros(input_shape))
+  return {'batch_stats': {}, **jax.tree_util.tree_map(
+      lambda s: np.zeros(s.shape, s.dtype), shapes)}
+
+
+def test_api_loads_tiny_workdirs_saved_at_4d7e273(tmp_path):
+  configs = _workdir_configs(pipeline_config.get_config('tiny'), 'tiny')
+  mofa_config, pncc_config = configs['mofa_pncc_few'], configs['pncc_few']
+  face_model = stages.load_face_model(mofa_config.face_model)
+  encoder = mofa_train.make_encoder(mofa_config, face_model)
+  size, resolution = mofa_config.image_size, pncc_config.model.resolution
+  for stage, variables in (
+      ('pncc_few', _zero_variables(pncc_train.make_model(pncc_config),
+                                   (1, resolution, resolution, 3))),
+      ('mofa_pncc_few', _zero_variables(encoder, (1, size, size, 6)))):
+    import_3fabrec.write_workdir(variables, tmp_path / stage)  # a checkpoint
+    (tmp_path / stage / 'config.json').write_text(
+        (OLD_CONFIGS / 'tiny' / f'{stage}.json').read_text())
+  reconstructor = api.load_reconstructor(tmp_path / 'mofa_pncc_few',
+                                         tmp_path / 'pncc_few')
+  assert reconstructor.config.face_fraction == 0.525
+  assert reconstructor.face_model.num_shape == min(80, face_model.num_shape)
+  images = np.random.default_rng(0).uniform(size=(2, size, size, 3))
+  pncc = reconstructor.pncc_predictor.predict_pncc(images)
+  assert pncc.shape == images.shape
+  code = encoder.apply(reconstructor.variables,
+                       np.concatenate([images, pncc], -1), train=False)
+  assert code.shape.shape == (2, reconstructor.face_model.num_shape)

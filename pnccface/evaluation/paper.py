@@ -244,7 +244,7 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
       variant.init_from = os.fspath(workdir / 'autoencoder')
       variant.model.use_skips = skips
       variant.model.freeze_decoder = decoder == 'frozen'
-      variant.model.from_scratch_decoder = decoder == 'scratch'
+      variant.from_scratch_decoder = decoder == 'scratch'
       out = workdir / 'ablation' / f'{label.lower()}_{k}'
       stages.run_pncc(variant, out, data_dir, force)
       table[name][label] = pncc_heldout_l1(variant, out, data_dir)

@@ -307,7 +307,12 @@ class Decoder(nn.Module):
 
 
 class Autoencoder(nn.Module):
-  """3FabRec's autoencoder (stage 0): image -> z -> reconstruction."""
+  """3FabRec's autoencoder (stage 0): image -> z -> reconstruction.
+
+  Attributes: as `Encoder`; `encoder_blocks` / `decoder_blocks` per stage.
+  A stage config builds it as `Autoencoder(**config.model, bn_axis_name=...)`
+  (configs/autoencoder.py).
+  """
   resolution: int = 256
   base_width: int = 64
   z_dim: int = 99
@@ -347,6 +352,8 @@ class PNCCPredictor(nn.Module):
       `trainable_mask` for the optimizer.
     bn_axis_name: pmap axis for cross-device batch statistics (or None).
     input_normalization: as the stage-0 model (`normalize_image`).
+  A stage config builds it as `PNCCPredictor(**config.model, bn_axis_name=
+  ...)` (configs/pncc_full.py).
   """
   resolution: int = 256
   base_width: int = 64
@@ -436,33 +443,7 @@ class ImageDiscriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------
-# Building models from configs, transferring weights, freezing.
-
-
-def autoencoder_from_config(model_config, bn_axis_name=None) -> Autoencoder:
-  """`Autoencoder` from a config's `model` block (see configs/)."""
-  return Autoencoder(
-      resolution=model_config.resolution, base_width=model_config.base_width,
-      z_dim=model_config.z_dim, encoder_blocks=model_config.encoder_blocks,
-      decoder_blocks=model_config.decoder_blocks, bn_axis_name=bn_axis_name,
-      input_normalization=model_config.get('input_normalization',
-                                           NORMALIZE_SYMMETRIC))
-
-
-def pncc_predictor_from_config(model_config, bn_axis_name=None
-                               ) -> PNCCPredictor:
-  """`PNCCPredictor` from a config's `model` block (see configs/)."""
-  return PNCCPredictor(
-      resolution=model_config.resolution, base_width=model_config.base_width,
-      z_dim=model_config.z_dim, encoder_blocks=model_config.encoder_blocks,
-      decoder_blocks=model_config.decoder_blocks,
-      pncc_resolution=model_config.pncc_resolution,
-      use_skips=model_config.use_skips,
-      freeze_encoder=model_config.get('freeze_encoder', True),
-      freeze_decoder=model_config.get('freeze_decoder', True),
-      bn_axis_name=bn_axis_name,
-      input_normalization=model_config.get('input_normalization',
-                                           NORMALIZE_SYMMETRIC))
+# Transferring weights, freezing.
 
 
 def _unfreeze(tree):

@@ -46,7 +46,8 @@ STATE_DICT_KEY = 'state_dict'  # csl_common/utils/nn.py `read_model`
 
 
 def model_config(resolution: int = 256):
-  """The `model` config block of 3FabRec's released autoencoder.
+  """The `model` config block (`Autoencoder`'s fields) of 3FabRec's
+  released autoencoder.
 
   ResNet-18 encoder (2 blocks per stage), 1 decoder block per stage
   (`DECODER_PLANES_PER_BLOCK`), width 64, z 99, VGGFace2-mean input.
@@ -56,9 +57,7 @@ def model_config(resolution: int = 256):
     raise ValueError(f'3FabRec models are 128 or 256 px, got {resolution}')
   return ml_collections.ConfigDict(dict(
       resolution=resolution, base_width=64, z_dim=99, encoder_blocks=2,
-      decoder_blocks=1, pncc_resolution=resolution // 2, use_skips=True,
-      freeze_encoder=True, freeze_decoder=True, from_scratch_decoder=False,
-      input_normalization=ae_lib.NORMALIZE_3FABREC))
+      decoder_blocks=1, input_normalization=ae_lib.NORMALIZE_3FABREC))
 
 
 def load_torch_state_dict(path) -> dict[str, np.ndarray]:
@@ -234,7 +233,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config=None,
                        f'{left[:8]}{"..." if len(left) > 8 else ""}')
   variables = {'params': {'encoder': enc_params, 'decoder': dec_params},
                'batch_stats': {'encoder': enc_stats, 'decoder': dec_stats}}
-  model = ae_lib.autoencoder_from_config(config)
+  model = ae_lib.Autoencoder(**config)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), jnp.zeros((1, resolution, resolution, 3)),
       train=False))

@@ -202,6 +202,8 @@ class MoFaEncoder(nn.Module):
     initial_irradiance: ambient irradiance of the initial light.
     head_init_scale: stddev multiplier of the code layer's kernel (tiny, so
       the initial prediction is the mean frontal face).
+  A stage config builds it as `MoFaEncoder(**config.model, num_shape=...,
+  num_expression=..., num_albedo=...)` (`pnccface.train.mofa.make_encoder`).
   """
   num_shape: int
   num_expression: int
@@ -218,15 +220,17 @@ class MoFaEncoder(nn.Module):
   def __call__(self, x, train: bool = False) -> FaceCode:
     if x.ndim != 4:
       raise ValueError(f'encoder input must be [B, H, W, C], got {x.shape}')
-    kwargs = dict(self.backbone_kwargs or {})
-    if self.backbone == 'alexnet':
-      trunk = AlexNetFeatures(norm=self.norm, bn_axis_name=self.bn_axis_name,
-                              name='trunk', **kwargs)
-    elif self.backbone == 'resnet':
-      trunk = ResNetFeatures(norm=self.norm, bn_axis_name=self.bn_axis_name,
-                             name='trunk', **kwargs)
-    else:
+    trunks = {'alexnet': AlexNetFeatures, 'resnet': ResNetFeatures}
+    if self.backbone not in trunks:
       raise ValueError(f'unknown backbone {self.backbone!r} (alexnet, resnet)')
+    kwargs = dict(self.backbone_kwargs or {})
+    try:
+      trunk = trunks[self.backbone](norm=self.norm,
+                                    bn_axis_name=self.bn_axis_name,
+                                    name='trunk', **kwargs)
+    except TypeError as e:  # e.g. a ResNet's kwargs for the AlexNet
+      raise ValueError(f'backbone_kwargs {sorted(kwargs)} do not fit backbone '
+                       f'{self.backbone!r} ({e})') from None
     features = trunk(2.0 * x - 1.0, train)
     size = code_size(self.num_shape, self.num_expression, self.num_albedo)
     raw = nn.Dense(size, kernel_init=nn.initializers.variance_scaling(
@@ -235,27 +239,6 @@ class MoFaEncoder(nn.Module):
     return split_code(raw, self.num_shape, self.num_expression,
                       self.num_albedo, self.max_angle,
                       self.initial_irradiance)
-
-
-def encoder_from_config(model_config, face_model: MorphableModel,
-                        bn_axis_name: Optional[str] = None) -> MoFaEncoder:
-  """`MoFaEncoder` sized for `face_model` from a config's `model` section:
-  backbone, norm, max_angle_degrees, initial_irradiance, head_init_scale and
-  the backbone's attributes under `alexnet` / `resnet`."""
-  backbone = model_config.get('backbone', 'alexnet')
-  kwargs = model_config.get(backbone, None)
-  kwargs = dict(kwargs) if kwargs is not None else {}
-  kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
-            for k, v in kwargs.items()}
-  return MoFaEncoder(
-      num_shape=face_model.num_shape,
-      num_expression=face_model.num_expression,
-      num_albedo=face_model.num_albedo,
-      backbone=backbone, backbone_kwargs=kwargs,
-      norm=model_config.get('norm', 'none'), bn_axis_name=bn_axis_name,
-      max_angle=math.radians(model_config.get('max_angle_degrees', 90.0)),
-      initial_irradiance=model_config.get('initial_irradiance', 1.0),
-      head_init_scale=model_config.get('head_init_scale', 1e-3))
 
 
 # ----------------------------------------------------------------------------
@@ -390,16 +373,6 @@ def truncate_face_model(face_model: MorphableModel, num_shape: int = -1,
       nonnegative_expressions=tuple(
           k for k in face_model.nonnegative_expressions
           if k < expression_basis.shape[-1]))
-
-
-def face_model_from_config(model_config, face_model: MorphableModel
-                           ) -> MorphableModel:
-  """`truncate_face_model` by the config's `shape_components`,
-  `expression_components`, `albedo_components` (absent: all)."""
-  return truncate_face_model(
-      face_model, model_config.get('shape_components', -1),
-      model_config.get('expression_components', -1),
-      model_config.get('albedo_components', -1))
 
 
 def vertex_colours(code: FaceCode, face_model: MorphableModel,

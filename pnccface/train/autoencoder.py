@@ -230,14 +230,13 @@ class Models:
   """The stage-0 modules of a config (train-time ones use the pmap axis)."""
 
   def __init__(self, config, bn_axis_name: Optional[str] = None):
-    self.autoencoder = autoencoder_model.autoencoder_from_config(config.model,
-                                                      bn_axis_name)
+    self.autoencoder = autoencoder_model.Autoencoder(
+        **config.model, bn_axis_name=bn_axis_name)
     self.disc_z = autoencoder_model.LatentDiscriminator(
         hidden=config.loss.get('zdisc_hidden', 1000))
     self.disc_img = autoencoder_model.ImageDiscriminator(
         ndf=config.loss.get('disc_ndf', 32), bn_axis_name=bn_axis_name,
-        input_normalization=config.model.get(
-            'input_normalization', autoencoder_model.NORMALIZE_SYMMETRIC))
+        input_normalization=self.autoencoder.input_normalization)
 
 
 def init_variables(config, rng: jax.Array, models: Optional[Models] = None
@@ -396,7 +395,7 @@ def make_train_step(config) -> Callable:
 
 def make_reconstruct_fn(config) -> Callable:
   """jitted (variables, images [N, R, R, 3]) -> reconstructions, z."""
-  model = autoencoder_model.autoencoder_from_config(config.model)
+  model = autoencoder_model.Autoencoder(**config.model)
   return jax.jit(lambda variables, images: model.apply(
       _ae_vars(variables['params'], variables['batch_stats']), images,
       train=False))

@@ -42,7 +42,7 @@ the defaults in configs/mofa.py keep MoFa's prior *ratios* (w_expression =
 0.8 w_shape, w_albedo = 1.7e-3 w_shape) and choose w_photo, w_landmark,
 w_shape for our normalisation: the photometric and landmark terms of
 similar size at a few-pixel error. The face model is truncated as MoFa's
-(`model.shape_components` etc., `mofa_model.truncate_face_model`).
+(`config.face_model_components`, `mofa_model.truncate_face_model`).
 
 Batches: {'image': [D, B, S, S, 3] float32 in [0, 1], 'landmarks_2d':
 [D, B, 68, 2] image pixels, 'landmark_weights': [D, B, 68] float32, and
@@ -259,15 +259,21 @@ def mofa_loss(recon: mofa_model.Reconstruction, code: mofa_model.FaceCode,
 
 
 def face_model_for(config, face_model: MorphableModel) -> MorphableModel:
-  """The model MoFa decodes with: `face_model` truncated by `config.model`
-  (`mofa_model.face_model_from_config`); every function here applies it."""
-  return mofa_model.face_model_from_config(config.model, face_model)
+  """The model MoFa decodes with: `face_model` truncated to
+  `config.face_model_components` (`mofa_model.truncate_face_model`); every
+  function here applies it."""
+  return mofa_model.truncate_face_model(face_model,
+                                        **config.face_model_components)
 
 
 def make_encoder(config, face_model: MorphableModel,
                  bn_axis_name: Optional[str] = None) -> mofa_model.MoFaEncoder:
-  return mofa_model.encoder_from_config(
-      config.model, face_model_for(config, face_model), bn_axis_name)
+  """`config.model`'s encoder, sized for `face_model` as truncated."""
+  face_model = face_model_for(config, face_model)
+  return mofa_model.MoFaEncoder(
+      **config.model, num_shape=face_model.num_shape,
+      num_expression=face_model.num_expression,
+      num_albedo=face_model.num_albedo, bn_axis_name=bn_axis_name)
 
 
 def input_channels(config) -> int:
@@ -302,10 +308,6 @@ def _encoder_input(config, batch) -> Array:
                                 batch['pncc'] if config.use_pncc else None)
 
 
-def _face_fraction(config) -> float:
-  return config.model.get('face_fraction', mofa_model.DEFAULT_FACE_FRACTION)
-
-
 def train_step(state: common.TrainState, batch, face_model: MorphableModel,
                *, config, encoder: mofa_model.MoFaEncoder
                ) -> tuple[common.TrainState, common.Metrics]:
@@ -325,7 +327,7 @@ def train_step(state: common.TrainState, batch, face_model: MorphableModel,
                            train=True)
       batch_stats = state.batch_stats
     recon = mofa_model.decode(code, face_model, batch['image'],
-                            face_fraction=_face_fraction(config))
+                            face_fraction=config.face_fraction)
     loss, metrics = mofa_loss(recon, code, batch, config.loss,
                               axis_name=common.AXIS, face_model=face_model)
     return loss, (metrics, batch_stats)
@@ -350,14 +352,13 @@ def make_predict_fn(config, face_model: MorphableModel) -> Callable:
   (`Reconstruction`, `FaceCode`) with the encoder in inference mode."""
   face_model = face_model_for(config, face_model)
   encoder = make_encoder(config, face_model)
-  face_fraction = _face_fraction(config)
 
   @jax.jit
   def predict(variables, image, pncc=None):
     code = encoder.apply(variables, mofa_model.encoder_input(image, pncc),
                          train=False)
     recon = mofa_model.decode(code, face_model, image,
-                            face_fraction=face_fraction)
+                            face_fraction=config.face_fraction)
     return recon, code
 
   return predict

@@ -77,27 +77,22 @@ def pncc_loss(pred: Array, target: Array, mask: Array,
   return loss, {'face_l1': face_l1, 'background_l1': bg_l1}
 
 
-def _check_model_config(model_config) -> None:
-  if model_config.get('from_scratch_decoder', False) and model_config.get(
-      'freeze_decoder', True):
-    raise ValueError('model.from_scratch_decoder=True needs '
-                     'model.freeze_decoder=False (a random frozen decoder '
-                     'cannot learn)')
-
-
 def make_model(config, bn_axis_name: Optional[str] = None
                ) -> autoencoder_model.PNCCPredictor:
   """The stage-1 PNCC predictor of `config.model`."""
-  return autoencoder_model.pncc_predictor_from_config(config.model,
-                                                      bn_axis_name)
+  return autoencoder_model.PNCCPredictor(**config.model,
+                                         bn_axis_name=bn_axis_name)
 
 
 def init_variables(config, rng: jax.Array) -> dict:
   """PNCC-predictor variables: fresh ITL/skip/output params; encoder and
   decoder from the stage-0 checkpoint in `config.init_from` when set
-  (decoder random when `model.from_scratch_decoder`)."""
-  _check_model_config(config.model)
+  (decoder random when `config.from_scratch_decoder`)."""
   model = make_model(config)
+  if config.from_scratch_decoder and model.freeze_decoder:
+    raise ValueError('from_scratch_decoder=True needs '
+                     'model.freeze_decoder=False (a random frozen decoder '
+                     'cannot learn)')
   r = model.resolution
   # jitted: eager init dispatches hundreds of small ops (tens of seconds).
   variables = jax.jit(lambda k: model.init(
@@ -110,7 +105,7 @@ def init_variables(config, rng: jax.Array) -> dict:
     stage0 = common.load_variables(init_from)
     variables = autoencoder_model.pncc_variables_from_autoencoder(
         stage0, variables,
-        copy_decoder=not config.model.get('from_scratch_decoder', False))
+        copy_decoder=not config.from_scratch_decoder)
     logging.info('PNCC predictor: encoder/decoder from %s (step %d)',
                  init_from, stage0['step'])
   else:
@@ -125,7 +120,7 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
   Figure 2): encoder and decoder get zero updates, no weight decay and no
   optimizer state, and keep their batch-norm running averages.
   `model.freeze_decoder=False` trains the pre-trained decoder too;
-  `model.from_scratch_decoder=True` (needs freeze_decoder=False) starts it
+  `from_scratch_decoder=True` (needs model.freeze_decoder=False) starts it
   from random weights (ablations).
   """
   model = make_model(config)
