@@ -55,7 +55,7 @@ def get_config(arg=None):
       lr=1e-4, b1=0.9, b2=0.999, weight_decay=0.0,
       grad_clip=1.0, schedule='cosine', warmup_steps=1_000))
   # Weights on our normalised terms: MoFa's published ones do not transfer
-  # (pnccface/train/mofa.py says why).
+  # (pnccface/train/mofa.py, `mofa_loss`, says why).
   config.loss = ml_collections.ConfigDict(dict(
       photo_norm='l21',  # MoFa's l2,1: RGB distance; 'l2': its square
       photo_domain='pixel',  # 'vertex': at projected visible vertices (MoFa)

@@ -1,60 +1,27 @@
 """The 3FabRec face autoencoder, its discriminators, and the PNCC predictor.
 
-Architecture facts follow 3FabRec's public code (browatbn2/3FabRec,
+Our own Flax linen version of 3FabRec's networks (browatbn2/3FabRec,
 `networks/resnet_ae.py`, `networks/invresnet.py`, `networks/aae.py`,
-`networks/archs.py`); the code here is our own Flax linen version.
+`networks/archs.py`). R = `resolution` (a power of two >= 16), w =
+`base_width`.
 
-Images everywhere at this module's boundary are float32 [B, H, W, 3] in [0, 1]
-(NHWC). Internally the encoder (and the image discriminator) sees a
-normalised image and the decoder ends in tanh, mapped back to image units by
-the inverse map (`input_normalization`): 'symmetric' (default) is
-`2 * image - 1` with `(tanh + 1) / 2` back; '3fabrec' is 3FabRec's
-`image - VGGFACE2_MEAN` (std 1, `csl_common/utils/transforms.py`
-`Normalize`) with `tanh + mean` back (then the reconstruction may leave
-[0, 1] by up to the mean, exactly as 3FabRec's denormalised output). Weights
-imported from 3FabRec (`import_3fabrec`) need '3fabrec'.
+Images at this module's boundary are float32 [B, H, W, 3] in [0, 1] (NHWC);
+the networks see them through `normalize_image` ('symmetric' 2 x - 1, or
+'3fabrec' x - VGGFace2 mean, which weights imported from 3FabRec need) and
+the decoder's tanh is mapped back by `image_from_tanh`.
 
-Encoder (ResNet-18 style; `encoder_blocks` BasicBlocks per stage, 2 in 3FabRec):
-  7x7/2 conv + BN + ReLU (resolution R/2, width w) -> 3x3/2 max-pool (R/4) ->
-  stages down to 4x4: the first at R/4 with stride 1, each next one stride 2.
-  A stage's width depends on its resolution: 4x4: 8w, 8x8: 4w, 16x16: 2w,
-  >= 32x32: w. For R = 256, w = 64 this is 3FabRec's layer0..layer4
-  (64@64, 64@32, 128@16, 256@8, 512@4); for R = 128, layer1..layer4.
-  Global average pool, dense -> z [B, z_dim] (z_dim = 99 in 3FabRec).
-  Returns also the feature maps keyed by their spatial size (for SCAF skips).
+  Encoder:       [B, R, R, 3] -> z [B, z_dim], feature maps {s: [B, s, s,
+                 stage_width(w, s)]} for s = R/2, R/4, ..., 4.
+  Decoder:       z [B, z_dim] -> [B, R, R, 3]; stage layer_k is at 4 * 2**k.
+  Autoencoder:   [B, R, R, 3] -> (reconstruction [B, R, R, 3], z).
+  PNCCPredictor: [B, R, R, 3] -> PNCC [B, O, O, 3] in [0, 1], O =
+                 `pncc_resolution`.
 
-Decoder (inverted ResNet; `decoder_blocks` blocks per stage, 1 in 3FabRec):
-  dense z -> 8w, 4x4 transposed conv (valid) -> 4x4x8w, BN, ReLU; then stages
-  `layer_1 .. layer_N`, each doubling the resolution with a 4x4 stride-2
-  transposed conv (first block, with a transposed-conv + BN shortcut);
-  layer_k has resolution 4 * 2**k and width 4w, 2w, w, w, w ... (3FabRec:
-  256, 128, 64, 64, 64). N = log2(R) - 3, and a final 4x4 stride-2 transposed
-  conv to 3 channels + tanh gives the full-resolution image [B, R, R, 3].
-
-PNCC predictor (the paper's Figure 2 = 3FabRec's LandmarkHeadV2 + SCAF):
-  the (frozen) encoder gives z and its feature maps; the (frozen) decoder's
-  stem and stages are re-used, with an Interleaved Transfer Layer (ITL, a 3x3
-  conv of the same width, no bias, no activation, as 3FabRec's t1..t4) after
-  the output of layer_1, layer_2, ..., layer_M; a final 4x4 stride-2
-  transposed conv (`pncc_out`, trainable) maps to 3 channels and a sigmoid to
-  [0, 1]. The output resolution is O = 4 * 2**(M+1) = `pncc_resolution`;
-  3FabRec's landmark head uses M = 4, i.e. O = 128 for a 256 input (its
-  decoder's layer_5 is not used), and that is our default.
-
-SCAF skips (Dornier et al. 2022 add skip connections from the encoder to the
-  decoder of 3FabRec; the paper's text gives no layer-level detail, so this
-  is our reading): at each ITL position k the encoder feature map of the same
-  spatial size (4 * 2**k) goes through a trainable 3x3 conv (`skip_k`, with
-  bias) to the decoder's width there and is ADDED to the ITL output:
-  x <- itl_k(x) + skip_k(enc[4 * 2**k]). Positions without an encoder map of
-  that size get no skip. `use_skips=False` gives plain 3FabRec ITLs.
-
-Parameter names (top-level subtrees) make partitioning trivial:
+Parameter names (top-level subtrees):
   Autoencoder:   'encoder', 'decoder'
   PNCCPredictor: 'encoder', 'decoder', 'itl_1'..'itl_M', 'skip_1'.., 'pncc_out'
 Batch norm lives only in 'encoder' and 'decoder' (and the image
-discriminator). In the PNCC stage frozen parts run with
-use_running_average=True, so their statistics never change.
+discriminator).
 """
 
 from __future__ import annotations
@@ -88,6 +55,8 @@ def normalize_image(image: Array, mode: str = NORMALIZE_SYMMETRIC) -> Array:
   """[..., 3] image in [0, 1] -> the networks' input space."""
   _check_normalization(mode)
   if mode == NORMALIZE_3FABREC:
+    # 3FabRec's input: image - mean, std 1 (csl_common/utils/transforms.py
+    # `Normalize`).
     return image - jnp.asarray(VGGFACE2_MEAN, image.dtype)
   return 2.0 * image - 1.0
 
@@ -97,6 +66,7 @@ def image_from_tanh(t: Array, mode: str = NORMALIZE_SYMMETRIC) -> Array:
   `normalize_image`)."""
   _check_normalization(mode)
   if mode == NORMALIZE_3FABREC:
+    # May leave [0, 1] by up to the mean, as 3FabRec's denormalised output.
     return t + jnp.asarray(VGGFACE2_MEAN, t.dtype)
   return 0.5 * (t + 1.0)
 
@@ -115,6 +85,8 @@ def _log2_int(n: int, what: str) -> int:
 
 def stage_width(base_width: int, resolution: int) -> int:
   """Channels of a feature map of spatial size `resolution` (both nets)."""
+  # For R = 256, w = 64 these are 3FabRec's encoder layer0..layer4 (64@64,
+  # 64@32, 128@16, 256@8, 512@4) and decoder widths (256, 128, 64, 64, 64).
   if resolution <= 4:
     return 8 * base_width
   if resolution == 8:
@@ -234,6 +206,7 @@ class Encoder(nn.Module):
                        f'{image.shape}')
     num_decoder_stages(r)  # validates r
     x = normalize_image(image, self.input_normalization)
+    # ResNet-18's stem: 7x7/2 conv, BN, ReLU (R/2), 3x3/2 max-pool (R/4).
     x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False,
                 name='stem_conv')(x)
     x = _batch_norm(self.bn_axis_name, 'stem_bn')(
@@ -241,6 +214,9 @@ class Encoder(nn.Module):
     x = nn.relu(x)
     features = {r // 2: x}
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    # Stages down to 4x4: the first at R/4 with stride 1, then stride 2
+    # (with the stem, 3FabRec's layer0..layer4 for R = 256; for R = 128 its
+    # layer1..layer4).
     size, stride, stage = r // 4, 1, 0
     while size >= 4:
       width = stage_width(self.base_width, size)
@@ -249,6 +225,7 @@ class Encoder(nn.Module):
                      name=f'stage{stage}_block{b}')(x, train)
       features[size] = x
       size, stride, stage = size // 2, 2, stage + 1
+    # Global average pool, dense -> z (z_dim = 99 in 3FabRec's aae.py).
     z = nn.Dense(self.z_dim, name='fc')(jnp.mean(x, axis=(1, 2)))
     return z, features
 
@@ -266,11 +243,15 @@ class Decoder(nn.Module):
   input_normalization: str = NORMALIZE_SYMMETRIC
 
   def setup(self):
+    # Stem: dense z -> 8w, 4x4 valid transposed conv -> 4x4x8w, BN, ReLU
+    # (3FabRec's invresnet.py).
     w0 = stage_width(self.base_width, 4)
     self.fc = nn.Dense(w0)
     self.stem_conv = nn.ConvTranspose(w0, (4, 4), padding='VALID',
                                       use_bias=False)
     self.stem_bn = _batch_norm(self.bn_axis_name, None)
+    # layer_k doubles the resolution to 4 * 2**k with a 4x4/2 transposed
+    # conv in its first block (and a transposed-conv + BN shortcut).
     layers = []
     for k in range(1, num_decoder_stages(self.resolution) + 1):
       width = stage_width(self.base_width, 4 * 2**k)
@@ -279,6 +260,7 @@ class Decoder(nn.Module):
           for b in range(self.blocks)
       ])
     self.layers = layers
+    # A last 4x4/2 transposed conv to 3 channels (+ tanh) gives R x R.
     self.out_conv = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
                                      use_bias=False)
 
@@ -377,20 +359,31 @@ class PNCCPredictor(nn.Module):
     decoder = Decoder(self.resolution, self.base_width, self.z_dim,
                       self.decoder_blocks, self.bn_axis_name,
                       self.input_normalization, name='decoder')
+    # Paper Sec. 2: encoder and decoder are pre-trained and frozen; frozen
+    # parts run batch norm on running averages, so their statistics never
+    # change (the optimizer side is `trainable_mask`).
     z, features = encoder(image, train and not self.freeze_encoder)
     decoder_train = train and not self.freeze_decoder
     x = decoder.stem(z, decoder_train)
     for k in range(1, m + 1):
       x = decoder.stage(k, x, decoder_train)
+      # Interleaved Transfer Layer (paper Sec. 2, Figure 2): a 3x3 conv of
+      # the same width, no bias, no activation, as 3FabRec's LandmarkHeadV2
+      # t1..t4 after its decoder's layer1..layer4.
       x = nn.Conv(x.shape[-1], (3, 3), padding=1, use_bias=False,
                   name=f'itl_{k}')(x)
       size = x.shape[1]
+      # SCAF skip (paper Sec. 2; Dornier et al. 2022): the encoder map of the
+      # same size through a trainable 3x3 conv, added to the ITL output. The
+      # paper gives no layer-level detail: this placement is our reading.
       if self.use_skips and size in features:
         x = x + nn.Conv(x.shape[-1], (3, 3), padding=1,
                         name=f'skip_{k}')(features[size])
+    # LandmarkHeadV2's last 4x4/2 transposed conv, to 3 PNCC channels; with
+    # M = 4 ITLs O = 128 for R = 256 (its decoder's layer5 unused).
     x = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
                          use_bias=False, name='pncc_out')(x)
-    return nn.sigmoid(x)
+    return nn.sigmoid(x)  # PNCC values lie in [0, 1]
 
 
 # ----------------------------------------------------------------------------

@@ -1,52 +1,28 @@
 """MoFa (Tewari et al. 2017): a CNN encoder and a fixed model-based decoder.
 
-The encoder regresses a semantic code from an image (3 channels, MoFa) or an
-image stacked with its PNCC (6 channels, MoFaPNCC; the channel count is just
-the input's last dim). The decoder is a pure function of the code and a
+The encoder maps an image (3 channels, MoFa) or an image stacked with its
+PNCC (6 channels, MoFaPNCC; the paper's Sec. 2), [B, H, W, C] in [0, 1], to
+a `FaceCode`. The decoder (`decode`) is a pure function of the code and a
 `MorphableModel` passed as an argument (a pytree of arrays, never a module
 attribute, so it stays out of the params and is traced under jit): 3DMM ->
 weak-perspective screen vertices -> SH-shaded rendering over the input image.
 
 Code (`FaceCode`), all [B, ...] float32:
   shape, expression, albedo: standardised 3DMM coefficients; raw = z * std.
-  angles: [B, 3] (pitch, yaw, roll) radians = `max_angle * tanh(a)`. Euler
-    angles in the 300W-LP convention (`geometry.euler_to_rotation`), so that
-    the predicted pose is directly the data's `Pose_Para`; tanh keeps each
-    angle in (-max_angle, max_angle) (default pi/2, the yaw range of the
-    data) while its gradient at the frontal start is max_angle, i.e.
-    well-conditioned where training starts. (A 6D rotation would avoid the
-    gimbal lock at yaw = +-90 deg but its yaw is not bounded to the
-    data's range; faces near +-90 deg are rare in the training data.)
+  angles: [B, 3] (pitch, yaw, roll) radians in (-max_angle, max_angle), the
+    300W-LP convention (`geometry.euler_to_rotation`), i.e. the data's
+    `Pose_Para` angles.
   centre: [B, 2] image position of the face's landmark centre as an offset
     from the image centre, in units of the image size (x, y; image frame).
-    Predicting where the face is in the image, rather than the release's
-    translation t, decouples translation from rotation: t is solved for
-    (`pose_para`).
-  log_scale: [B] weak-perspective scale = `s0 * exp(log_scale)`, with s0 the
+  log_scale: [B] weak-perspective scale = `s0 * exp(log_scale)`, s0 the
     scale at which the mean face's 68-landmark box spans `face_fraction` of
-    the image height (a data-derived default; 0.525 is the middle of the
-    synthetic faces' range, `data.synthesis.SamplingRanges`).
+    the image height (`default_scale`).
   sh: [B, 27] SH lighting (`render.shading`): ambient white of irradiance
     `initial_irradiance` plus the regressed offset.
 
-The final dense layer is initialised with zero bias and a tiny kernel, so
-that the initial prediction is (to ~1e-3) the mean face, frontal, centred at
-the image centre at scale s0, under ambient light: training starts from a
-sensible render, and the backbone still receives (small) gradients from the
-first step.
-
-Encoders (`backbone`):
-  'alexnet': MoFa's encoder is AlexNet (their Sec. 4): 5 convolutions
-    (11x11/4, 5x5, 3x3, 3x3, 3x3; 96, 256, 384, 384, 256 channels) with 3x3/2
-    max-pools after the 1st, 2nd and 5th, then fully-connected layers (4096,
-    4096) and the linear code layer. Widths and dense sizes are configurable
-    (`conv_features`, `dense_features`); 'SAME' padding, ReLU; LRN is
-    replaced by the optional `norm`.
-  'resnet': a small ResNet (BasicBlocks, widths `width * 2**stage`), global
-    average pooling and the linear code layer.
-`norm` in {'none', 'batch', 'group'}; with 'batch' build the module with
-`bn_axis_name=common.AXIS` for training under pmap.
-Inputs are in [0, 1] (image and PNCC alike) and mapped to [-1, 1].
+Encoders (`backbone`): 'alexnet' (`AlexNetFeatures`, MoFa's) or 'resnet'
+(`ResNetFeatures`), `norm` in {'none', 'batch', 'group'}; with 'batch' build
+the module with `bn_axis_name=common.AXIS` for training under pmap.
 """
 
 from __future__ import annotations
@@ -65,6 +41,8 @@ from pnccface.facemodel import MorphableModel
 
 Array = jnp.ndarray
 NUM_POSE_OUTPUTS = 6  # 3 angles, 2 centre, 1 log-scale
+# A data-derived default for s0: the middle of the synthetic faces' range of
+# landmark-box height / image height (`data.synthesis.SamplingRanges`).
 DEFAULT_FACE_FRACTION = 0.525
 
 
@@ -98,6 +76,11 @@ def split_code(raw: Array, num_shape: int, num_expression: int,
   shape, expression, albedo, angles, centre, log_scale, sh = parts
   ambient = render.ambient_sh_coefficients(irradiance=initial_irradiance)
   return FaceCode(shape=shape, expression=expression, albedo=albedo,
+                  # tanh bounds each angle to the data's range (max_angle =
+                  # pi/2 by default, the yaw range) with gradient max_angle
+                  # at the frontal start, where training begins. A 6D
+                  # rotation would avoid the gimbal lock at yaw = +-90 deg
+                  # but not bound yaw; such faces are rare in the data.
                   angles=max_angle * jnp.tanh(angles), centre=centre,
                   log_scale=log_scale[..., 0], sh=ambient + sh)
 
@@ -118,13 +101,18 @@ def _norm(kind: str, train: bool, bn_axis_name: Optional[str], name: str):
 
 
 class AlexNetFeatures(nn.Module):
-  """MoFa's AlexNet-style trunk: [B, H, W, C] -> [B, F] features."""
+  """MoFa's AlexNet-style trunk: [B, H, W, C] -> [B, F] features.
+
+  The defaults are AlexNet, MoFa's encoder (Tewari et al. 2017, Sec. 4): 5
+  convolutions with 3x3/2 max-pools after the 1st, 2nd and 5th, then two
+  4096-unit dense layers; 'SAME' padding, ReLU.
+  """
   conv_features: Sequence[int] = (96, 256, 384, 384, 256)
   kernel_sizes: Sequence[int] = (11, 5, 3, 3, 3)
   strides: Sequence[int] = (4, 1, 1, 1, 1)
   pool_after: Sequence[int] = (0, 1, 4)
   dense_features: Sequence[int] = (4096, 4096)
-  norm: str = 'none'
+  norm: str = 'none'  # AlexNet's LRN is replaced by this optional norm
   bn_axis_name: Optional[str] = None
 
   @nn.compact
@@ -231,8 +219,12 @@ class MoFaEncoder(nn.Module):
     except TypeError as e:  # e.g. a ResNet's kwargs for the AlexNet
       raise ValueError(f'backbone_kwargs {sorted(kwargs)} do not fit backbone '
                        f'{self.backbone!r} ({e})') from None
-    features = trunk(2.0 * x - 1.0, train)
+    features = trunk(2.0 * x - 1.0, train)  # image and PNCC alike to [-1, 1]
     size = code_size(self.num_shape, self.num_expression, self.num_albedo)
+    # Zero bias and a tiny kernel: the first prediction is (to ~1e-3) the
+    # mean face, frontal, centred, at scale s0, under ambient light, so
+    # training starts from a sensible render while the trunk still gets
+    # (small) gradients from the first step.
     raw = nn.Dense(size, kernel_init=nn.initializers.variance_scaling(
         self.head_init_scale**2, 'fan_in', 'normal'),
                    bias_init=nn.initializers.zeros, name='code')(features)
@@ -296,6 +288,8 @@ def pose_para(code: FaceCode, face_model: MorphableModel, image_size: int,
       image_size + 1.0 - geometry.image_to_matlab_xy(centre_image[..., 1]),
       jnp.zeros_like(centre_image[..., 0])
   ], axis=-1)
+  # The code predicts where the face is in the image rather than the
+  # release's t: that decouples translation from rotation; t is solved here.
   translation = target - scale[..., None] * rotated
   return jnp.concatenate([code.angles, translation, scale[..., None]], axis=-1)
 

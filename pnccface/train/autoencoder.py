@@ -1,60 +1,21 @@
 """Stage 0: unsupervised pre-training of the 3FabRec face autoencoder.
 
-Implemented (3FabRec `train_aae_unsupervised.py` / `aae_training.py`):
-  * reconstruction loss: mean |x - x_rec| in 0..255 units, weight w_rec;
-  * structural loss (with_ssim), `loss.structural`:
-    'cs' (3FabRec, `csl_common/metrics/ssim.py`): 1 - cs per image, with
-    cs = mean over channels and *valid* positions of (2 s_xy + C2) /
-    (s_x^2 + s_y^2 + C2) (no luminance term), Gaussian window 31, sigma 1.5,
-    C2 = (0.03 L)^2; 'ssim' (our earlier variant): 1 - full SSIM, zero
-    padding. Weight w_ssim = 60; when on, 3FabRec averages the two:
-    loss = 0.5 * w_rec * L1 + 0.5 * w_ssim * (1 - cs);
-  * latent adversarial loss (with_zgan): a Gaussian-prior discriminator D_z
-    (MLP 1000-1000-1, dropout 0.2) learns N(0, I) samples vs. encodings; the
-    encoder gets w_enc * -log D_z(z);
-  * image adversarial loss (with_gan): a DCGAN-style discriminator D learns
-    real vs. reconstructed images; encoder+decoder get w_gan * -log D(x_rec);
-    D trains at `discriminator_lr_factor` (0.5) x the lr and D_z at
-    `zdisc_lr_factor` (1.0) x the lr, as 3FabRec's optimizers.
-  * update rates (`stage0_gates`): D_z every `zdisc_every` (4) steps, the
-    encoder's prior loss every `enc_prior_every` (2), D every `disc_every`
-    (2), the generator loss every `gen_every` (1) (3FabRec's
-    `update_encoding`, `--update-D-freq 2`, `--update-E-freq 1`). A skipped
-    term has weight 0 and its discriminator's optimizer does not step
-    (`every_k_updates`), so Adam's state is that of 3FabRec's skipped step.
-  * phases (`gan_start_step`, `ssim_start_step`): 3FabRec trains epoch 1
-    with reconstruction (+ latent GAN) only, adds the image GAN in epoch 2
-    and the structural loss from epoch 3 (README); the steps say when.
-  * augmentation (`config.augment`, applied by the input pipeline,
-    `pnccface.data.augment`): random horizontal flips, rotations in +-45
-    degrees, 3.5% translation and 3% scale, as 3FabRec's `--daug 4` (flip +
-    RandomAffine(45, translate, scale)).
-  Losses use log-sigmoid of logits (3FabRec: sigmoid + log(p + 1e-8)).
-  All switches at their "before" values (structural='ssim', every = 1,
-  start steps 0, zdisc_lr_factor 0.5, no augmentation) give our earlier
-  variant.
-
-Left out / changed, and why:
-  * 3FabRec steps the encoder a second time with its prior loss alone
-    (`update_encoding` calls optimizer_E.step()); here that gradient joins
-    the encoder's one combined step (disjoint parameter sets otherwise: each
-    discriminator sees stop-gradient inputs, the autoencoder sees
-    stop-gradient discriminators). Pure and resumable.
-  * 3FabRec's RandomAffine also shears (5 deg) and rotates a crop with
-    margins (the input diagonal); we transform the input-size crop.
-  * C2's data range L: 3FabRec picks it from the (normalised) target
-    (L = 2 when a value < -0.5, else 1); we use `ssim_max_value` (1.0).
-  * the optional "generative" image loss (with_gen_loss, interpolated
-    latents) and the z-regulariser (off by default there) are not
-    implemented.
-  * 3FabRec's landmark-free evaluation visualisations are replaced by
-    held-out L1/SSIM and reconstruction images in TensorBoard.
+Loss (`losses`, after 3FabRec's `train_aae_unsupervised.py` /
+`aae_training.py`; switches and weights in `config.loss`):
+  autoencoder: w_rec * L1 (0..255 units), or once the structural term is on
+    0.5 w_rec L1 + 0.5 w_ssim structural (`reconstruction_loss`,
+    `structural_error`: 'cs' or 'ssim'); + w_enc * -log D_z(z) (with_zgan)
+    + w_gan * -log D(x_rec) (with_gan);
+  D_z: N(0, I) samples vs. encodings; D: real vs. reconstructed images.
+  Which terms count at a step: `stage0_gates`; the discriminators' learning
+  rates and update rates: `make_optimizer`.
 
 State params: {'encoder', 'decoder', 'disc_z', 'disc_img'} (discriminators
 only when enabled); batch_stats: {'encoder', 'decoder', 'disc_img'}. The
 stage-1 PNCC predictor takes 'encoder' and 'decoder' from the checkpoint.
 
-Batches: {'image': [D, B, R, R, 3] float32 in [0, 1]}.
+Batches: {'image': [D, B, R, R, 3] float32 in [0, 1]}, augmented by the
+input pipeline (`config.augment`, `pnccface.data.augment`).
 """
 
 from __future__ import annotations
@@ -143,6 +104,8 @@ STRUCTURAL_SSIM = 'ssim'  # 1 - SSIM, zero padding (our earlier variant)
 def structural_error(image: Array, recon: Array, loss_config) -> Array:
   """[B] structural error of `loss.structural` (see module docstring)."""
   kind = loss_config.get('structural', STRUCTURAL_SSIM)
+  # C2's data range L: 3FabRec picks it from the (normalised) target (2 when
+  # a value is < -0.5, else 1); here it is `ssim_max_value` (1.0).
   args = (loss_config.ssim_window, loss_config.ssim_sigma,
           loss_config.get('ssim_max_value', 1.0))
   if kind == STRUCTURAL_CS:
@@ -189,6 +152,11 @@ def stage0_gates(step, loss_config) -> Stage0Gates:
     return jnp.float32(bool(enabled)) * (
         (s >= start) & (s % max(int(every), 1) == 0)).astype(jnp.float32)
 
+  # Phases (3FabRec's README): epoch 1 reconstruction (+ latent GAN) only,
+  # the image GAN from epoch 2, the structural loss from epoch 3. Rates
+  # (3FabRec's `update_encoding`, --update-D-freq 2, --update-E-freq 1): a
+  # skipped term has weight 0 and its discriminator's optimizer does not
+  # step (`every_k_updates`), so Adam's state is that of a skipped step.
   gan_start = lc.get('gan_start_step', 0)
   return Stage0Gates(
       ssim=on(lc.with_ssim, lc.get('ssim_start_step', 0)),
@@ -315,7 +283,11 @@ def losses(config, models: Models, params, batch_stats, image: Array,
            ) -> tuple[Array, tuple[dict, dict]]:
   """Total loss (autoencoder + discriminators; see module docstring),
   (metrics, new batch_stats). image: [B, R, R, 3] in [0, 1]; step: the
-  0-based training step for `stage0_gates` (None: every enabled term)."""
+  0-based training step for `stage0_gates` (None: every enabled term).
+
+  3FabRec's optional "generative" image loss (with_gen_loss, interpolated
+  latents) and its z-regulariser (off by default there) are left out.
+  """
   lc = config.loss
   gates = stage0_gates(step, lc)
   sg = jax.lax.stop_gradient
@@ -340,11 +312,18 @@ def losses(config, models: Models, params, batch_stats, image: Array,
     dz = lambda p, x, k: models.disc_z.apply({'params': p}, x, train=train,
                                              rngs={'dropout': k})
     z_prior = jax.random.normal(k_real, z.shape, z.dtype)
+    # softplus(-x) = -log sigmoid(x) on logits (3FabRec: sigmoid, then
+    # log(p + 1e-8)).
     loss_dz = jnp.mean(jax.nn.softplus(-dz(params['disc_z'], z_prior,
                                            k_drop1))
                        + jax.nn.softplus(dz(params['disc_z'], sg(z), k_drop2)))
     loss_enc = jnp.mean(jax.nn.softplus(-dz(sg(params['disc_z']), z,
                                             k_drop3)))
+    # 3FabRec steps the encoder a second time with this loss alone
+    # (`update_encoding` calls optimizer_E.step()); here it joins the
+    # encoder's one combined step, which is pure and resumable. The
+    # parameter sets are otherwise disjoint: each discriminator sees
+    # stop-gradient inputs, the autoencoder stop-gradient discriminators.
     loss_ae += gates.enc_prior * lc.w_enc * loss_enc
     loss_d += gates.zdisc * loss_dz
     metrics.update(loss_dz=loss_dz, loss_enc=loss_enc)
@@ -377,9 +356,12 @@ def train_step(state: common.TrainState, batch, *, config, models: Models
                ) -> tuple[common.TrainState, common.Metrics]:
   """Pure per-device step; pmap it with axis common.AXIS, binding `config`
   and `models` (built with bn_axis_name=common.AXIS) by functools.partial."""
-  # Augmentation (3FabRec's flips and rotations) happens in the input
-  # pipeline (`pipeline.training_batch_source`), seeded by (seed, step), so
-  # the step stays independent of the number of devices.
+  # Augmentation (3FabRec's --daug 4: flips + RandomAffine(45 deg, 3.5%
+  # translation, 3% scale)) happens in the input pipeline
+  # (`pipeline.training_batch_source`), seeded by (seed, step), so the step
+  # stays independent of the number of devices. 3FabRec's RandomAffine also
+  # shears (5 deg) and rotates a crop with margins; ours transforms the
+  # input-size crop.
   rng = common.step_rng(state)
   # `losses` reports the autoencoder's own loss as metrics['loss'].
   return common.apply_loss_gradients(
@@ -406,6 +388,8 @@ def make_eval_fn(config, eval_batches: Union[Iterable[Mapping[str, Any]],
                  num_images: int = 4) -> Callable:
   """state -> {'eval/l1' (mean |x - x_rec|, [0, 1] units), 'eval/ssim',
   'image/reconstruction'}; eval_batches as pncc.make_eval_fn."""
+  # In place of 3FabRec's landmark-free visualisations: held-out L1 / SSIM
+  # and reconstructions in TensorBoard.
   reconstruct = make_reconstruct_fn(config)
 
   @jax.jit

@@ -1,48 +1,21 @@
 """Stage 2: train MoFa / MoFaPNCC (self-supervised model-based autoencoder).
 
-Loss (MoFa's three terms; the weights live in `config.loss`):
+Loss (`mofa_loss`, after MoFa's, Tewari et al. 2017, Sec. 4; weights in
+`config.loss`):
 
   loss = w_photo * E_photo + w_landmark * E_land
          + w_shape * E_shape + w_expression * E_exp + w_albedo * E_albedo
 
-MoFa's published loss (Tewari et al., "MoFA: Model-based Deep Convolutional
-Face Autoencoder for Unsupervised Monocular Reconstruction", ICCV 2017,
-arXiv:1703.10580, Sec. 4 "Loss layer"):
-  E = w_land E_land + w_photo E_photo + w_reg E_reg, with
-  E_photo = 1/N sum_{i in V} || I(u_i) - c_i ||_2 over the visible vertices
-    V (u_i the projected position, c_i the shaded vertex colour): an
-    l2,1 norm (each residual's Euclidean norm, not squared);
-  E_land = sum_j w_j || s_j - u_{k_j} ||_2^2 over detected landmarks s_j;
-  E_reg = sum_k (alpha_k / s_alpha,k)^2 + w_beta sum_k (beta_k / s_beta,k)^2
-    + w_delta sum_k (delta_k / s_delta,k)^2, w_beta = 1.7e-3 (reflectance),
-    w_delta = 0.8 (expression), relative to the shape prior.
+  E_photo: the RGB distance (`photo_norm` 'l21': ||r||_2, 'l2': its square;
+    images in [0, 1]) averaged over the global batch's visible face pixels
+    (`photo_domain='pixel'`) or visible vertices ('vertex').
+  E_land: sum w ||p - g||^2 / S^2 / sum w over the landmarks (p projected,
+    g `landmarks_2d`, w `landmark_weights`, S the image size).
+  E_shape, E_exp, E_albedo: batch means of the summed squared standardised
+    coefficients.
 
-  E_photo: `photo_norm='l21'` (default, MoFa's): the Euclidean RGB
-    distance per sample; 'l2': its square (our earlier default).
-    `photo_domain='pixel'` (default): over the visible rendered face pixels
-    (mask M), normalised by the number of mask pixels of the GLOBAL batch:
-    sum_b,p M * d(I, R) / sum M. 'vertex' (as MoFa writes it): over the
-    visible vertices, the image sampled bilinearly at each projected
-    vertex against its shaded colour (`vertex_photometric_terms`),
-    normalised by the number of visible vertices. Images in [0, 1].
-  E_land: sparse landmark alignment, squared 2D distance between the
-    projected model landmarks and `landmarks_2d`, per-landmark weights
-    `landmark_weights` (0 where absent), in units of the image size:
-    sum w ||p - g||^2 / S^2 / sum w.
-  E_shape, E_exp, E_albedo: statistical priors, the batch mean of the sum of
-    squared standardised coefficients (MoFa's E_reg; standardised
-    coefficients make the Gaussian prior isotropic).
-
-Weights: MoFa reports w_photo = 1.92, w_land = 2.9e-5 and a shape prior
-weight 5.2e-6 with relative expression / reflectance prior weights
-(0.8, 1.7e-3), on their unnormalised sums (pixels in 0..255, landmarks in
-pixels). Our terms are normalised (per-pixel means in [0, 1] units,
-landmarks in image-size units), so the absolute numbers do not transfer;
-the defaults in configs/mofa.py keep MoFa's prior *ratios* (w_expression =
-0.8 w_shape, w_albedo = 1.7e-3 w_shape) and choose w_photo, w_landmark,
-w_shape for our normalisation: the photometric and landmark terms of
-similar size at a few-pixel error. The face model is truncated as MoFa's
-(`config.face_model_components`, `mofa_model.truncate_face_model`).
+MoFa decodes with the face model truncated to `config.face_model_components`
+(`face_model_for`).
 
 Batches: {'image': [D, B, S, S, 3] float32 in [0, 1], 'landmarks_2d':
 [D, B, 68, 2] image pixels, 'landmark_weights': [D, B, 68] float32, and
@@ -90,7 +63,9 @@ def photometric_distance(residual, norm: str = 'l2') -> Array:
   if norm == 'l2':
     return sq
   if norm == 'l21':
-    # The tiny offset keeps the gradient finite where the residual is 0.
+    # MoFa's E_photo (Sec. 4, "Loss layer") is an l2,1 norm: each residual's
+    # Euclidean norm, not squared. The tiny offset keeps the gradient
+    # finite where the residual is 0.
     return jnp.sqrt(sq + 1e-8)
   raise ValueError(f'unknown photo_norm {norm!r} (l2, l21)')
 
@@ -167,6 +142,8 @@ def landmark_terms(pred, target, weights, image_size: int
   Returns:
     (sum w * ||p - g||^2 / S^2, sum w * ||p - g|| / S, sum w).
   """
+  # MoFa's E_land = sum_j w_j ||s_j - u_{k_j}||^2 (Sec. 4), here in units
+  # of the image size so that its weight does not depend on the resolution.
   d2 = jnp.sum((pred - target)**2, axis=-1)
   dist = jnp.sqrt(d2 + 1e-12)
   return (jnp.sum(weights * d2) / image_size**2,
@@ -204,6 +181,10 @@ def landmark_targets(pred, batch) -> tuple[Array, Array, Array]:
 
 def prior_terms(code: mofa_model.FaceCode) -> dict[str, Array]:
   """Batch means of the summed squared standardised coefficients."""
+  # MoFa's E_reg = sum_k (alpha_k / s_alpha,k)^2 + w_beta sum_k (beta_k /
+  # s_beta,k)^2 + w_delta sum_k (delta_k / s_delta,k)^2 (Sec. 4): on
+  # standardised coefficients the Gaussian prior is isotropic; the relative
+  # weights are config.loss's w_albedo and w_expression.
   return {name: jnp.mean(jnp.sum(getattr(code, name)**2, axis=-1))
           for name in ('shape', 'expression', 'albedo')}
 
@@ -234,9 +215,18 @@ def mofa_loss(recon: mofa_model.Reconstruction, code: mofa_model.FaceCode,
     raise ValueError(f"unknown photo_domain {domain!r} ('pixel', 'vertex')")
   land_sq, land_dist, n_land = landmark_terms(
       *landmark_targets(recon.landmarks_2d, batch), size)
+  # Normalised by the global batch's face pixels (or visible vertices), as
+  # E_photo's 1/N: the pmean of per-device gradients is then the gradient of
+  # the global-batch loss.
   photo = common.global_mean(photo_sum, n_pix, axis_name)
   landmark = common.global_mean(land_sq, n_land, axis_name)
   priors = prior_terms(code)
+  # MoFa's weights (w_photo = 1.92, w_land = 2.9e-5, shape prior 5.2e-6,
+  # expression / reflectance priors 0.8 / 1.7e-3 of it) are for sums over
+  # pixels in 0..255 and landmarks in pixels. Our terms are normalised, so
+  # the absolute numbers do not transfer: configs/mofa.py keeps MoFa's prior
+  # *ratios* and chooses w_photo, w_landmark, w_shape so that the
+  # photometric and landmark terms are of similar size at a few-pixel error.
   loss = (loss_config.w_photo * photo + loss_config.w_landmark * landmark +
           loss_config.w_shape * priors['shape'] +
           loss_config.w_expression * priors['expression'] +
