@@ -93,25 +93,34 @@ def _old(name: str, stage: str) -> dict:
   return json.loads((OLD_CONFIGS / name / f'{stage}.json').read_text())
 
 
-@pytest.mark.parametrize('name, config', [
-    ('real', real_config.get_config()),
-    ('tiny', pipeline_config.get_config('tiny'))])
-def test_configs_saved_at_4d7e273_upgrade_to_todays(name, config):
+# What `upgrade_config` rewrites. configs/real.py has moved on elsewhere
+# since 4d7e273 (MoFa's data and length), so its stages compare on these.
+UPGRADED = ('model', 'face_model_components', 'face_fraction',
+            'from_scratch_decoder')
+
+
+@pytest.mark.parametrize('name, config, sections', [
+    ('tiny', pipeline_config.get_config('tiny'), None),
+    ('real', real_config.get_config(), UPGRADED)])
+def test_configs_saved_at_4d7e273_upgrade_to_todays(name, config, sections):
+  pick = lambda c: c if sections is None else {k: c.get(k) for k in sections}
   for stage, today in _workdir_configs(config, name).items():
+    if sections is not None and stage == 'pipeline':
+      continue  # its stages are compared one by one
     old, new = _old(name, stage), workdirs.as_json_dict(today)
     assert old != new, stage  # every stage's format changed
-    assert workdirs.upgrade_config(old) == new, stage
+    assert pick(workdirs.upgrade_config(old)) == pick(new), stage
     assert workdirs.upgrade_config(new) == new, stage
     assert workdirs.stage_of(new) == workdirs.stage_of(old)
 
 
-def test_real_run_of_4d7e273_goes_on_with_todays_config(tmp_path):
-  saved = (OLD_CONFIGS / 'real' / 'pipeline.json').read_text()
+def test_workdir_of_4d7e273_goes_on_with_todays_config(tmp_path):
+  saved = (OLD_CONFIGS / 'tiny' / 'pipeline.json').read_text()
   (tmp_path / 'config.json').write_text(saved)
-  assert not workdirs.claim(real_config.get_config(), tmp_path)
-  # Not rewritten: the 4d7e273 process training there compares it too.
+  assert not workdirs.claim(pipeline_config.get_config('tiny'), tmp_path)
+  # Not rewritten: a 4d7e273 process training there compares it too.
   assert (tmp_path / 'config.json').read_text() == saved
-  changed = real_config.get_config()
+  changed = pipeline_config.get_config('tiny')
   changed.mofa.model.max_angle = 1.0
   with pytest.raises(workdirs.ConfigMismatchError,
                      match=r'mofa\.model\.max_angle: 1\.57\d* -> 1\.0'):
