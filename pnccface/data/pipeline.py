@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pnccface import distributed
 from pnccface.data import annotated
 from pnccface.data import augment as augment_lib
 from pnccface.facemodel import MorphableModel
@@ -61,9 +62,12 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
   from pnccface.data import face_photos  # pylint: disable=g-import-not-at-top,unused-import
   from pnccface.data import fitted_faces  # pylint: disable=g-import-not-at-top,unused-import
   from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
-  builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  builder.download_and_prepare(download_config=download_config)
+  # Several processes: built once by process 0 on a shared disk; the others
+  # make their builder after it, which then reads the files it wrote.
+  with distributed.main_process_first(f'prepare {name}'):
+    builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
+    builder.download_and_prepare(download_config=download_config)
   read_config = tfds.ReadConfig(shuffle_seed=0, try_autocache=False)
   return builder.as_dataset(split=split, shuffle_files=False,
                             read_config=read_config)

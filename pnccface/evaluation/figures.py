@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from pnccface import distributed
 from pnccface import geometry
 from pnccface import render
 from pnccface.facemodel import MorphableModel
@@ -113,11 +114,14 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2,
 
 
 def save_png(path, image) -> pathlib.Path:
-  """Writes a float [H, W, 3] image in [0, 1] (or uint8) as PNG."""
+  """Writes a float [H, W, 3] image in [0, 1] (or uint8) as PNG (process 0
+  only)."""
+  path = pathlib.Path(path)
+  if not distributed.is_main_process():
+    return path
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-  path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(tf.io.encode_png(image).numpy())
   return path

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pnccface import api
+from pnccface import distributed
 from pnccface import facemodel
 from pnccface import fitting
 from pnccface import geometry
@@ -254,8 +255,9 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
       ['stage-1 variant', 'PNCC_few (50)', 'PNCC_full'],
       [[name, f'{row["PNCC_few"]:.4f}', f'{row["PNCC_full"]:.4f}']
        for name, row in table.items()])
-  (workdir / 'ablation').mkdir(parents=True, exist_ok=True)
-  (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
+  if distributed.is_main_process():
+    (workdir / 'ablation').mkdir(parents=True, exist_ok=True)
+    (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
   print(text)
   return table
 
@@ -352,11 +354,12 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
               ['method', *AFLW_COLUMNS], [[name] + [
                   _aflw_cell(row, key) for key in AFLW_COLUMNS]
                                           for name, row in rows.items()]))
-  (workdir / 'report').mkdir(parents=True, exist_ok=True)
-  (workdir / 'report' / 'aflw2000_3d_landmarks.md').write_text(text)
-  (workdir / 'report' / 'aflw2000_3d_landmarks.json').write_text(json.dumps(
-      {'aflw2000_dir': os.fspath(aflw_dir), 'num_images': len(params),
-       'rows': rows}, indent=1))
+  if distributed.is_main_process():
+    (workdir / 'report').mkdir(parents=True, exist_ok=True)
+    (workdir / 'report' / 'aflw2000_3d_landmarks.md').write_text(text)
+    (workdir / 'report' / 'aflw2000_3d_landmarks.json').write_text(
+        json.dumps({'aflw2000_dir': os.fspath(aflw_dir),
+                    'num_images': len(params), 'rows': rows}, indent=1))
   print(text)
   return rows
 
