@@ -20,18 +20,22 @@ Info logs of the other processes are silenced here; outputs that must be
 written once (summaries, reports, figures, config.json, annotated datasets)
 are guarded by `is_main_process()`; work on a shared disk that must happen
 once before the others read it (building a TFDS dataset, claiming a workdir)
-runs under `main_process_first`.
+runs under `main_process_first`. Evaluation: each process evaluates its
+`process_share` of the batches and `sum_across_processes` adds the sums.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+from typing import Iterable, Iterator, Sequence
 
 from absl import flags
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 
 MODES = ('auto', 'on', 'off')
 
@@ -126,3 +130,20 @@ def main_process_first(name: str):
   finally:  # also when process 0 raises: the others then raise the same
     if is_main_process():
       barrier(name)
+
+
+def process_share(items: Iterable) -> Iterator:
+  """This process's share of `items` (e.g. evaluation batches): every
+  `process_count()`-th item from the `process_index()`-th; all of them in a
+  single process."""
+  return itertools.islice(items, jax.process_index(), None,
+                          jax.process_count())
+
+
+def sum_across_processes(values: Sequence[float]) -> np.ndarray:
+  """[N] float32: `values` summed over all processes (every process calls
+  it with its own N values, e.g. per-process sums and counts)."""
+  values = np.asarray(values, np.float32)
+  if jax.process_count() == 1:
+    return values
+  return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
