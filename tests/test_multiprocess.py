@@ -6,7 +6,9 @@ final parameters must equal one process with 4 forced devices on the same
 data and seed: for a toy pmapped model, and for the real PNCC and MoFa
 stages (`stages.run_pncc` / `run_mofa`: their data pipelines, orbax
 checkpoints, config.json) trained, stopped, and resumed by a second
-invocation.
+invocation. On a heavily loaded machine JAX's CPU collectives (gloo) can
+fail with "Gloo context initialization failed: DEADLINE_EXCEEDED" when one
+process reaches a pmapped step over 30 s after the other.
 """
 
 import json
