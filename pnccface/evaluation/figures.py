@@ -98,6 +98,24 @@ def resize(image, size: int) -> np.ndarray:
                                      'linear', antialias=True))
 
 
+def draw_points(image, points_xy, colour=(0.1, 1.0, 0.2), radius: int = 1
+                ) -> np.ndarray:
+  """Marks image-frame points (`geometry`: pixel (i, j) covers [j, j+1) x
+  [i, i+1)) as filled squares of side 2 * radius + 1 pixels.
+
+  Args:
+    image: [H, W, 3] float in [0, 1].
+    points_xy: [P, 2] x, y pixels; points outside the image are skipped.
+  """
+  image = np.array(image, np.float32)
+  height, width = image.shape[:2]
+  for x, y in np.floor(np.asarray(points_xy, np.float64)).astype(int):
+    if 0 <= x < width and 0 <= y < height:
+      image[max(y - radius, 0):y + radius + 1,
+            max(x - radius, 0):x + radius + 1] = colour
+  return image
+
+
 def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2,
                fill: float = 1.0) -> np.ndarray:
   """Tiles equally sized [H, W, 3] images into rows, with padding."""
