@@ -536,8 +536,9 @@ def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
 
   Rows: `num_faces` faces spread over |yaw| (`aflw.yaw_spread`), cropped as
   the table's (`aflw.face_crops`, `margin`) at FIGURE_SIZE pixels; columns:
-  the input, then each reconstructor's mesh overlay, in the mapping's order.
-  Green dots: the ground-truth 68 landmarks (`pt3d_68`). Writes `path` (PNG)
+  the input (labelled with its yaw in degrees), then each reconstructor's
+  mesh overlay, in the mapping's order. Green dots: the ground-truth 68
+  landmarks (`pt3d_68`). Writes `path` (PNG)
   and, beside it, a .md caption naming the rows' images and yaws.
   """
   picked = aflw.yaw_spread(params, min(num_faces, len(params)))
@@ -545,7 +546,10 @@ def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
   gt, _ = aflw.ground_truth([params[i] for i in picked])
   dots = [crop.transform_points(p, box, FIGURE_SIZE)
           for p, box in zip(gt, boxes)]
-  columns = [[figures.draw_points(im, d) for im, d in zip(images, dots)]]
+  yaws = aflw.yaw_degrees(params, aflw.YAW_ROTATION)
+  columns = [[figures.draw_label(figures.draw_points(im, d),
+                                 f'{round(yaws[i]):+d}\N{DEGREE SIGN}')
+              for im, d, i in zip(images, dots, picked)]]
   for reconstructor in reconstructors.values():
     result = reconstructor.reconstruct(images)
     triangles = reconstructor.face_model.triangles
@@ -555,7 +559,6 @@ def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
                                                dots)])
   path = figures.save_png(path, figures.image_grid(
       [list(row) for row in zip(*columns)]))
-  yaws = aflw.yaw_degrees(params, aflw.YAW_ROTATION)
   rows = '\n'.join(
       f'{k + 1}. {pathlib.Path(params[i].path).stem}: yaw {yaws[i]:+.1f} deg'
       for k, i in enumerate(picked))
