@@ -20,6 +20,27 @@ COMMAND = ('python launch/pipeline.py --config=configs/real.py:tiny '
            '--workdir=workdirs/real_tiny')
 METHODS = ('MoFa', 'MoFaPNCC_few', 'MoFaPNCC_full')
 EVALUATE = 'python launch/evaluate.py --workdir=workdirs/real_tiny'
+ABLATION = ('python launch/pncc_ablation.py --config=configs/real.py:tiny '
+            '--workdir=workdirs/real_tiny')
+
+
+def check_ablation_table(workdir) -> None:
+  """pncc_ablation.json of a real workdir: every variant scored, the
+  pipeline's own stage-1 workdirs reused for the paper's variant."""
+  table = json.loads((workdir / 'ablation' / 'pncc_ablation.json').read_text())
+  rows = table['rows']
+  assert set(rows) == set(paper.ABLATION_VARIANTS)
+  for name, row in rows.items():
+    for label in ('PNCC_few', 'PNCC_full'):
+      cell = row[label]
+      assert 0 < cell['face_l1'] < 1 and 0 <= cell['yaw_mae'] <= 180, cell
+      reused = pathlib.Path(cell['workdir']) == workdir / label.lower()
+      assert reused == (name == 'ITL+SCAF, frozen decoder'), (name, cell)
+      assert (cell['train_s'] == 0) == reused, cell
+  # Read from the true PNCCs, the yaw is off by the fitted identity only.
+  for value in table['ground_truth_pncc_yaw_mae'].values():
+    assert 0 < value < 6, table
+  assert 'yaw MAE' in (workdir / 'ablation' / 'pncc_ablation.md').read_text()
 
 
 def run_real_photo_cell(monkeypatch, real_workdir, aflw_dir) -> dict:
@@ -93,8 +114,8 @@ def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory,
       '.git', 'workdirs', '.venv', '__pycache__', '*.egg-info'))
   (root / 'shared').mkdir()
   (root / 'shared' / 'data').symlink_to(shared_data)  # ../shared/data
-  output = test_pipeline.run_readme_command(
-      COMMAND, clone, tmp_path_factory.mktemp('tfds'))
+  tfds_dir = tmp_path_factory.mktemp('tfds')
+  output = test_pipeline.run_readme_command(COMMAND, clone, tfds_dir)
   report = clone / 'workdirs' / 'real_tiny' / 'report'
   table = json.loads((report / 'aflw2000_3d_landmarks.json').read_text())
   jpgs = list((shared_data / 'aflw2000_3d_sample').glob('image*.jpg'))
@@ -134,3 +155,7 @@ def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory,
                                   shared_data / 'aflw2000_3d_sample')
   assert namespace['real'].vertices_screen.shape[0] == 1
   assert _png_size(workdir / 'quickstart_real.png') == (side + 2, 2 * side + 2)
+
+  # The stage-1 ablation on the real config, reusing the pipeline's stages.
+  test_pipeline.run_readme_command(ABLATION, clone, tfds_dir)
+  check_ablation_table(workdir.resolve())

@@ -9,7 +9,11 @@ Layout of `run_paper(config, workdir)`:
   workdir/mofa, workdir/mofa_pncc_few, workdir/mofa_pncc_full   stage 2
   workdir/mofa_pncc_gt       MoFaPNCC on ground-truth PNCCs (an ablation, when
                              `config.ground_truth_pncc_ablation`)
-  workdir/report             table1.md, table1.json, figure3.png
+  workdir/report             table1.md, table1.json, figure3.png; on
+                             AFLW2000-3D (configs/real.py):
+                             aflw2000_3d_landmarks.md/.json,
+                             figure3_aflw2000_3d.png/.md
+  workdir/ablation           `run_pncc_ablation`'s variants and table
 """
 
 from __future__ import annotations
@@ -355,7 +359,7 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
   stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder',
                          data_dir, force)
   model = pncc_target_model(config.pncc_few, data_dir)
-  table, reference = {}, {}
+  table, reference, num_eval = {}, {}, None
   for k, (name, (skips, decoder)) in enumerate(ABLATION_VARIANTS.items()):
     table[name] = {}
     for label, base in (('PNCC_few', config.pncc_few),
@@ -368,11 +372,11 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
       out = workdir / label.lower()
       if not _same_stage(variant, out):
         out = workdir / 'ablation' / f'{label.lower()}_{k}'
-      trained = stages.is_finished(out, variant.num_train_steps)
+      finished = stages.is_finished(out, variant.num_train_steps)
       start = time.time()
       stages.run_pncc(variant, out, data_dir, force)
       row = {'face_l1': pncc_heldout_l1(variant, out, data_dir),
-             'train_s': 0.0 if trained else time.time() - start,
+             'train_s': 0.0 if finished else time.time() - start,
              'workdir': os.fspath(out)}
       if model is not None:
         yaws = pncc_yaw_errors(variant, out, model, data_dir)
@@ -380,10 +384,9 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
             yaws['predicted'], yaws['truth']).mean())
         reference.setdefault(label, float(metrics.yaw_absolute_error(
             yaws['ground_truth_pncc'], yaws['truth']).mean()))
+        num_eval = len(yaws['truth'])
       table[name][label] = row
       logging.info('ablation | %s | %s | %s', name, label, row)
-  num_eval = len(heldout_yaw_degrees(config.pncc_few, data_dir)) if (
-      model is not None) else None
   text = _ablation_markdown(table, reference, config, num_eval)
   (workdir / 'ablation').mkdir(parents=True, exist_ok=True)
   (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
@@ -538,8 +541,8 @@ def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
   the table's (`aflw.face_crops`, `margin`) at FIGURE_SIZE pixels; columns:
   the input (labelled with its yaw in degrees), then each reconstructor's
   mesh overlay, in the mapping's order. Green dots: the ground-truth 68
-  landmarks (`pt3d_68`). Writes `path` (PNG)
-  and, beside it, a .md caption naming the rows' images and yaws.
+  landmarks (`pt3d_68`). Writes `path` (PNG) and, beside it, a .md caption
+  naming the rows' images and yaws.
   """
   picked = aflw.yaw_spread(params, min(num_faces, len(params)))
   images, boxes = aflw.face_crops(params, picked, FIGURE_SIZE, margin)
