@@ -100,7 +100,8 @@ def test_every_stage_reads_the_real_photos():
     assert config.pncc_full.dataset.startswith('fitted_faces/faces68_profiled')
     assert config.pncc_few.num_train_samples == 50
     for stage in (config.mofa, config.mofa_pncc):
-      assert stage.dataset.split('+')[0].startswith('face_photos/faces68')
+      # The landmark term's photos first: the fitted faces68 (main 0e6541c).
+      assert stage.dataset.split('+')[0].startswith(real.FITTED)
       assert stage.face_model == 'default'  # ICT-FaceKit
     assert config.mofa_pncc.pncc_source == 'annotated'
 
