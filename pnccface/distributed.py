@@ -17,17 +17,25 @@ Explicit set-up (e.g. two processes on one machine):
 On CPU, several processes need CPU collectives (gloo), enabled here.
 
 Info logs of the other processes are silenced here; outputs that must be
-written once (summaries, reports, figures) are guarded by
-`is_main_process()` (`train.common.SummaryWriter` already is).
+written once (summaries, reports, figures, config.json, annotated datasets)
+are guarded by `is_main_process()`; work on a shared disk that must happen
+once before the others read it (building a TFDS dataset, claiming a workdir)
+runs under `main_process_first`. Evaluation: each process evaluates its
+`process_share` of the batches and `sum_across_processes` adds the sums.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+from typing import Iterable, Iterator, Sequence
 
 from absl import flags
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 MODES = ('auto', 'on', 'off')
 
@@ -101,3 +109,41 @@ def initialize(mode: str | None = None, coordinator_address: str | None = None,
 def is_main_process() -> bool:
   """True on process 0, which alone writes logs, summaries and reports."""
   return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits until every process has reached the barrier `name` (the same
+  name on all); a no-op in a single process."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+@contextlib.contextmanager
+def main_process_first(name: str):
+  """Process 0 runs the block first; the others run it once process 0 has
+  finished (e.g. a dataset build on a shared disk: built once, then found
+  by the others; on separate disks each host still builds its own)."""
+  if not is_main_process():
+    barrier(name)
+  try:
+    yield
+  finally:  # also when process 0 raises: the others then raise the same
+    if is_main_process():
+      barrier(name)
+
+
+def process_share(items: Iterable) -> Iterator:
+  """This process's share of `items` (e.g. evaluation batches): every
+  `process_count()`-th item from the `process_index()`-th; all of them in a
+  single process."""
+  return itertools.islice(items, jax.process_index(), None,
+                          jax.process_count())
+
+
+def sum_across_processes(values: Sequence[float]) -> np.ndarray:
+  """[N] float32: `values` summed over all processes (every process calls
+  it with its own N values, e.g. per-process sums and counts)."""
+  values = np.asarray(values, np.float32)
+  if jax.process_count() == 1:
+    return values
+  return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)

@@ -158,13 +158,13 @@ def _rodrigues(w):
 
 
 def _affine_init(mean, target, weights):
-  """Closed-form scaled rotation from the mean landmarks [68, 3] to [68, 2].
+  """Closed-form scaled rotation from points [N, 3] to [N, 2] (y up).
 
   Weighted least squares for the affine camera [2, 4], then the nearest
   scaled rotation (SVD of its 2 x 3 part); the third row completes a
   right-handed rotation.
   """
-  x = jnp.concatenate([mean, jnp.ones((68, 1))], axis=-1)
+  x = jnp.concatenate([mean, jnp.ones(mean.shape[:1] + (1,))], axis=-1)
   sw = jnp.sqrt(weights)[:, None]
   affine, *_ = jnp.linalg.lstsq(x * sw, target * sw)  # [4, 2]
   m = affine[:3].T  # [2, 3]
@@ -172,6 +172,63 @@ def _affine_init(mean, target, weights):
   rows = u @ vt
   rotation = jnp.concatenate([rows, jnp.cross(rows[0], rows[1])[None]], 0)
   return rotation, jnp.mean(sv), affine[3]
+
+
+def camera_from_correspondences(points_model, points_image, image_height,
+                                weights=None) -> geometry.WeakPerspective:
+  """The weak-perspective camera that best maps 3D points to 2D points.
+
+  Closed form (step 1 of `fit_landmarks`, for any number of points): the
+  weighted least-squares affine camera, then its nearest scaled rotation.
+  No angle is assumed, so it holds from frontal to +-90 deg yaw.
+
+  Args:
+    points_model: [..., N, 3] model-frame points (`pnccface.geometry`).
+    points_image: [..., N, 2] their image-frame pixels (x right, y down).
+    image_height: H of the image (the weak perspective flips y about it).
+    weights: [..., N] non-negative (0 drops a point); default all ones.
+
+  Returns:
+    `geometry.WeakPerspective` with batch dims [...]: rotation [..., 3, 3],
+    scale [...], translation [..., 3] (tz = 0), such that
+    `geometry.weak_perspective_to_screen(points_model, camera, H)[..., :2]`
+    approximates `points_image`.
+  """
+  points_model = jnp.asarray(points_model, jnp.float32)
+  points_image = jnp.asarray(points_image, jnp.float32)
+  if (points_model.shape[-1] != 3 or points_image.shape[-1] != 2 or
+      points_model.shape[:-1] != points_image.shape[:-1]):
+    raise ValueError('camera_from_correspondences: need points_model '
+                     '[..., N, 3] and points_image [..., N, 2], got '
+                     f'{points_model.shape} and {points_image.shape}')
+  if weights is None:
+    weights = jnp.ones(points_model.shape[:-1], jnp.float32)
+  weights = jnp.broadcast_to(jnp.asarray(weights, jnp.float32),
+                             points_model.shape[:-1])
+  batch = points_model.shape[:-2]
+  rotation, scale, translation = _camera_from_correspondences(
+      points_model.reshape((-1,) + points_model.shape[-2:]),
+      points_image.reshape((-1,) + points_image.shape[-2:]),
+      weights.reshape((-1, weights.shape[-1])), jnp.float32(image_height))
+  return geometry.WeakPerspective(
+      rotation.reshape(batch + (3, 3)), scale.reshape(batch),
+      translation.reshape(batch + (3,)))
+
+
+@jax.jit
+def _camera_from_correspondences(points, pixels, weights, height):
+  def one(points, pixels, weights):
+    target = _to_upward(pixels, height)
+    total = jnp.maximum(jnp.sum(weights), 1e-12)
+    # Centred, for the conditioning of the least squares (pixels vs model
+    # units); the rotation does not depend on it.
+    centre_3d = jnp.sum(weights[:, None] * points, 0) / total
+    centre_2d = jnp.sum(weights[:, None] * target, 0) / total
+    rotation, scale, _ = _affine_init(points - centre_3d,
+                                      target - centre_2d, weights)
+    translation = centre_2d - scale * rotation[:2] @ centre_3d
+    return rotation, scale, jnp.concatenate([translation, jnp.zeros(1)])
+  return jax.vmap(one)(points, pixels, weights)
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6, 7))

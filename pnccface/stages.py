@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pnccface import distributed
 from pnccface import facemodel
 from pnccface import workdirs
 from pnccface.data import annotated
@@ -69,7 +70,12 @@ def _finished_or_claim(config, workdir, force: bool, name: str):
   return False, pending
 
 
-def _finish(config, workdir, pending: bool, name: str, start: float) -> None:
+def _finish(config, workdir, pending: bool, name: str, start: float,
+            stop_at_step=None) -> None:
+  if stop_at_step is not None and stop_at_step < config.num_train_steps:
+    logging.info('%s: stopped at step %d in %.0f s', name, stop_at_step,
+                 time.time() - start)
+    return  # a forced config is written once the stage has finished
   if pending:
     workdirs.write_config(config, workdir)
   logging.info('%s: done in %.0f s', name, time.time() - start)
@@ -128,7 +134,7 @@ def stage_eval_batches(config, image_size: int, data_dir=None) -> list:
 
 
 def _run_autoencoder_stage(train_fn, config, workdir, data_dir, force,
-                           name) -> None:
+                           name, stop_at_step=None) -> None:
   """Trains a stage-0/1 model (images at `config.model.resolution`)."""
   start = time.time()
   finished, pending = _finished_or_claim(config, workdir, force, name)
@@ -139,8 +145,9 @@ def _run_autoencoder_stage(train_fn, config, workdir, data_dir, force,
                        _samples(config.num_train_samples), data_dir)
   train_fn(config, workdir,
            pipeline.training_batch_source(train, config),
-           stage_eval_batches(config, size, data_dir))
-  _finish(config, workdir, pending, name, start)
+           stage_eval_batches(config, size, data_dir),
+           stop_at_step=stop_at_step)
+  _finish(config, workdir, pending, name, start, stop_at_step)
 
 
 def run_autoencoder(config, workdir, data_dir=None, force=False) -> None:
@@ -153,13 +160,18 @@ def run_autoencoder(config, workdir, data_dir=None, force=False) -> None:
                          force, 'autoencoder')
 
 
-def run_pncc(config, workdir, data_dir=None, force=False) -> None:
-  """Stage 1: the PNCC predictor (full or few-shot), from `init_from`."""
+def run_pncc(config, workdir, data_dir=None, force=False,
+             stop_at_step=None) -> None:
+  """Stage 1: the PNCC predictor (full or few-shot), from `init_from`.
+
+  `stop_at_step`: checkpoint and return after that many updates (a later
+  call resumes), as `common.train_loop`.
+  """
   init_from = config.get('init_from', '')
   if init_from:
     _check_stage(init_from, 'autoencoder', 'config.init_from')
   _run_autoencoder_stage(pncc_train.train, config, workdir, data_dir, force,
-                         'pncc')
+                         'pncc', stop_at_step)
 
 
 def _check_stage(workdir, stage: str, what: str) -> None:
@@ -180,7 +192,8 @@ def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
   resized back to `image_size`, the size stored (stage 2's input size).
   `manual_dir` is where a release dataset ('celeb_a', ...) or a face_photos
   folder lies (`pipeline.face_dataset`). Resumable (see
-  `pnccface.data.annotated`).
+  `pnccface.data.annotated`). Several processes: each loads the model and
+  data, process 0 alone predicts and writes, the others wait for it.
   """
   manifest = pathlib.Path(output_dir) / annotated.MANIFEST
   if manifest.is_file() and annotated.read_manifest(output_dir)['complete']:
@@ -206,10 +219,14 @@ def annotate(pncc_config, pncc_workdir, dataset: str, split: str,
   else:
     count = int(data.cardinality())
     examples = tfds.as_numpy(data)
-  return annotated.write_annotated(
-      examples, predict_pncc, output_dir, num_examples=count,
-      shard_size=256, provenance={'source': f'{dataset}/{split}',
-                                  'pncc_checkpoint': os.fspath(pncc_workdir)})
+  with distributed.main_process_first(f'annotate {os.fspath(output_dir)}'):
+    if distributed.is_main_process():
+      annotated.write_annotated(
+          examples, predict_pncc, output_dir, num_examples=count,
+          shard_size=256, provenance={
+              'source': f'{dataset}/{split}',
+              'pncc_checkpoint': os.fspath(pncc_workdir)})
+    return annotated.read_manifest(output_dir)['num_examples']
 
 
 # ----------------------------------------------------------------------------
@@ -229,12 +246,12 @@ def mofa_arrays(config, split: str, annotated_dir=None, num_samples=None,
 
 
 def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
-             data_dir=None, force=False) -> None:
+             data_dir=None, force=False, stop_at_step=None) -> None:
   """Stage 2: MoFa (RGB) or MoFaPNCC (RGB + PNCC).
 
   The PNCC input is the dataset's own (`pncc_source='ground_truth'`) or
   that of an annotated dataset (`annotated_train` / `annotated_eval` folders
-  written by `annotate`).
+  written by `annotate`). `stop_at_step`: see `run_pncc`.
   """
   use_annotated = config.use_pncc and config.pncc_source == 'annotated'
   if use_annotated:
@@ -261,8 +278,9 @@ def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
   mofa_train.train(
       config, workdir, load_face_model(config.face_model),
       pipeline.training_batch_source(train, config),
-      list(pipeline.eval_batches(evaluation, config.batch_size)))
-  _finish(config, workdir, pending, name, start)
+      list(pipeline.eval_batches(evaluation, config.batch_size)),
+      stop_at_step=stop_at_step)
+  _finish(config, workdir, pending, name, start, stop_at_step)
 
 
 def predict_mofa(config, workdir, arrays: Mapping[str, np.ndarray],

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from absl import logging
 import ml_collections
 
+from pnccface import distributed
 from pnccface.models import mofa as mofa_model
 
 CONFIG_FILE = 'config.json'
@@ -152,10 +153,17 @@ def claim(config, workdir, force: bool = False) -> bool:
   after the stage has finished, so a failing forced run leaves the workdir
   loadable with its old config.
 
+  Several processes: process 0 claims first (and alone writes), the others
+  then check against what it wrote.
+
   Returns:
     Whether the caller must call `write_config` once the stage succeeded.
   """
-  workdir = pathlib.Path(workdir)
+  with distributed.main_process_first(f'claim {os.fspath(workdir)}'):
+    return _claim(config, pathlib.Path(workdir), force)
+
+
+def _claim(config, workdir: pathlib.Path, force: bool) -> bool:
   path = workdir / CONFIG_FILE
   new = as_json_dict(config)
   if not path.is_file():
@@ -177,7 +185,10 @@ def claim(config, workdir, force: bool = False) -> bool:
 
 
 def write_config(config, workdir) -> None:
-  """Writes `<workdir>/config.json` (atomically: never half a file)."""
+  """Writes `<workdir>/config.json` (atomically: never half a file; process
+  0 only)."""
+  if not distributed.is_main_process():
+    return
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   tmp = workdir / (CONFIG_FILE + '.tmp')

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pnccface.data import augment as augment_lib
 from pnccface.data import pipeline
 
 
@@ -52,6 +53,36 @@ def test_array_batches_cycle_datasets_smaller_than_a_batch():
   assert set(batch['id'].ravel()) == set(range(5))
 
 
+def test_array_batches_of_two_processes_concatenate_to_one_process(
+    monkeypatch):
+  # A face-format batch, so the augmentation (random per example) applies.
+  rng = np.random.default_rng(0)
+  arrays = {'image': rng.uniform(size=(13, 8, 8, 3)).astype(np.float32),
+            'landmarks_2d': rng.uniform(0, 8, (13, 68, 2)).astype(np.float32),
+            'landmark_weights': np.ones((13, 68), np.float32)}
+  aug = augment_lib.Augmentation()
+
+  def batches(process, count):
+    monkeypatch.setattr(pipeline.jax, 'process_index', lambda: process)
+    monkeypatch.setattr(pipeline.jax, 'process_count', lambda: count)
+    source = pipeline.array_batch_source(arrays, 8, seed=3, num_devices=2,
+                                         augmentation=aug)
+    return [b for _, b in zip(range(3), source(1))]
+
+  one = batches(0, 1)
+  halves = batches(0, 2), batches(1, 2)
+  for step, whole in enumerate(one):
+    assert whole['image'].shape == (2, 4, 8, 8, 3)
+    assert halves[0][step]['image'].shape == (2, 2, 8, 8, 3)
+    for key, value in whole.items():
+      # Process p holds the p-th half of the global batch, in order.
+      flat = value.reshape((8,) + value.shape[2:])
+      two = np.concatenate([h[step][key].reshape((4,) + value.shape[2:])
+                            for h in halves])
+      np.testing.assert_array_equal(two, flat)
+  assert not np.array_equal(one[0]['image'], one[1]['image'])
+
+
 def test_dataset_batches_seek_with_skip():
   ds = tf.data.Dataset.from_tensor_slices(_arrays(50))
   source = pipeline.dataset_batch_source(ds, 10, seed=2, num_devices=1,
@@ -70,7 +101,8 @@ def test_indivisible_batch_is_an_error():
 def test_batches_are_pmap_shaped_on_four_cpu_devices():
   script = textwrap.dedent("""
       import jax, numpy as np
-      from pnccface.data import pipeline
+      from pnccface.data import augment as augment_lib
+from pnccface.data import pipeline
       assert jax.local_device_count() == 4, jax.devices()
       arrays = {'image': np.random.rand(64, 8, 8, 3).astype(np.float32),
                 'landmarks_2d': np.random.rand(64, 68, 2).astype(np.float32)}

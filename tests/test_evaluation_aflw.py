@@ -115,3 +115,30 @@ def test_release_in_aflw2000_subfolder_and_corrupt_jpg_named(shared_data,
   with pytest.raises(aflw2000_3d.CorruptImageError,
                      match=source[1].stem + r'\.jpg'):
     aflw.predict_on_crops(tmp_path, params, lambda x: x, crop_size=32)
+
+
+def test_yaw_spread_picks_quantiles_of_abs_yaw(release):
+  params, _ = release
+  yaw = np.abs(aflw.yaw_degrees(params, aflw.YAW_ROTATION))
+  picked = aflw.yaw_spread(params, 6)
+  assert len(set(picked.tolist())) == 6
+  assert yaw[picked[0]] == yaw.min() and yaw[picked[-1]] == yaw.max()
+  assert np.all(np.diff(yaw[picked]) >= 0)
+  # The middle rows sit at their quantile's rank: 12 of 60 below the 2nd.
+  assert (yaw < yaw[picked[1]]).sum() == 12
+  np.testing.assert_array_equal(picked, aflw.yaw_spread(params, 6))
+  with pytest.raises(ValueError, match='count'):
+    aflw.yaw_spread(params[:3], 6)
+
+
+def test_face_crops_show_the_landmarks_inside(release):
+  params, _ = release
+  images, boxes = aflw.face_crops(params, [0, 7], 48, margin=0.4)
+  assert images.shape == (2, 48, 48, 3) and 0 <= images.min()
+  assert images.max() <= 1 and images.std() > 0.05
+  gt, _ = aflw.ground_truth([params[0], params[7]])
+  for points, box in zip(gt, boxes):
+    inside = crop.transform_points(points, box, 48)
+    # margin 0.4: the landmarks' extent is 1 / 1.8 of the side, centred.
+    assert np.ptp(inside, 0).max() == pytest.approx(48 / 1.8, rel=1e-3)
+    assert inside.min() > 48 * 0.2 and inside.max() < 48 * 0.8

@@ -159,6 +159,8 @@ def test_quickstart_notebook_runs(tiny_run, monkeypatch):
   notebook = json.loads((REPO / 'notebooks' / 'quickstart.ipynb').read_text())
   monkeypatch.setenv('PNCCFACE_WORKDIR', str(workdir))
   monkeypatch.setenv('PNCCFACE_DATA_DIR', str(data_dir))
+  # The real-photo cell skips (tests/test_real_pipeline.py runs it).
+  monkeypatch.setenv('PNCCFACE_REAL_WORKDIR', str(workdir / 'no_real_run'))
   namespace = {}
   for cell in notebook['cells']:
     if cell['cell_type'] == 'code':

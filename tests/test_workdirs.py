@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pnccface import api
+from pnccface import distributed
 from pnccface import stages
 from pnccface import workdirs
 from pnccface.models import import_3fabrec
@@ -68,6 +69,16 @@ def test_same_config_is_reused_and_fresh_workdir_gets_it(tmp_path):
       workdirs.as_json_dict(config))
   assert not workdirs.claim(config, tmp_path / 'new')
   assert workdirs.stage_of(workdirs.load_config(tmp_path / 'new')) == 'pncc'
+
+
+def test_only_process_0_writes_config_json(tmp_path, monkeypatch):
+  config = pncc_few.get_config('tiny')
+  monkeypatch.setattr(distributed, 'is_main_process', lambda: False)
+  workdirs.write_config(config, tmp_path / 'other')
+  assert not (tmp_path / 'other').exists()
+  monkeypatch.setattr(distributed, 'is_main_process', lambda: True)
+  workdirs.write_config(config, tmp_path / 'main')
+  assert workdirs.load_config(tmp_path / 'main') == config
 
 
 # ----------------------------------------------------------------------------

@@ -27,7 +27,9 @@ flipped x-channel is then `mask - x`, exact for such blends. Without a mask
 above `_PNCC_FACE_THRESHOLD`.
 
 Determinism: the randomness of step k is `np.random.default_rng([seed, k,
-process, _STREAM])`, so a resumed run sees exactly the batches it would have.
+process, _STREAM])`, so a resumed run sees exactly the batches it would have
+(in-memory pipelines draw once for the global batch, as process 0, and each
+process slices its rows: the same batches for any number of processes).
 """
 
 from __future__ import annotations

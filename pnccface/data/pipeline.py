@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pnccface import distributed
 from pnccface.data import annotated
 from pnccface.data import augment as augment_lib
 from pnccface.facemodel import MorphableModel
@@ -61,9 +62,12 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
   from pnccface.data import face_photos  # pylint: disable=g-import-not-at-top,unused-import
   from pnccface.data import fitted_faces  # pylint: disable=g-import-not-at-top,unused-import
   from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
-  builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  builder.download_and_prepare(download_config=download_config)
+  # Several processes: built once by process 0 on a shared disk; the others
+  # make their builder after it, which then reads the files it wrote.
+  with distributed.main_process_first(f'prepare {name}'):
+    builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
+    builder.download_and_prepare(download_config=download_config)
   read_config = tfds.ReadConfig(shuffle_seed=0, try_autocache=False)
   return builder.as_dataset(split=split, shuffle_files=False,
                             read_config=read_config)
@@ -153,31 +157,46 @@ def _augmented(batch: Batch, augmentation, seed: int, step: int) -> Batch:
                                    jax.process_index())
 
 
+def _process_slice(local: int) -> slice:
+  """This process's rows of a global batch: process p takes the p-th
+  `local` rows, so device d of process p holds the rows that device
+  p * local_devices + d holds in one process (pmap's global device order)."""
+  start = jax.process_index() * local
+  return slice(start, start + local)
+
+
 def array_batch_source(arrays: Batch, global_batch_size: int, *, seed: int = 0,
                        num_devices: int | None = None,
                        augmentation: augment_lib.Augmentation | None = None
                        ) -> BatchSource:
   """Endless shuffled batches of in-memory arrays, seekable by step.
 
-  Batch k is examples `perm_e[(k mod n_per_epoch) * b : ... + b]` of this
-  process's shard, with perm_e = default_rng([seed, e]).permutation, e the
-  epoch of step k; an epoch drops its last partial batch. Datasets smaller
-  than a batch are cycled within the permutation. With `augmentation`,
-  batch k is then augmented with the draws of (seed, k) (`augment`).
+  Global batch k is examples `perm_e[(k mod n_per_epoch) * b : ... + b]`
+  (b the global batch size), with perm_e = default_rng([seed, e]).permutation,
+  e the epoch of step k; an epoch drops its last partial batch. Datasets
+  smaller than a batch are cycled within the permutation. With
+  `augmentation`, global batch k is augmented with the draws of (seed, k)
+  (`augment`). Each process takes its slice of the global batch
+  (`_process_slice`; every process holds the small arrays), so the global
+  batch, and training, is the same for any number of processes.
   """
   num_devices = num_devices or jax.local_device_count()
   local = local_batch_size(global_batch_size, num_devices)
-  arrays = {k: v[jax.process_index()::jax.process_count()]
-            for k, v in arrays.items()}
+  mine = _process_slice(local)
   n = len(next(iter(arrays.values())))
-  per_epoch = max(n // local, 1)
+  per_epoch = max(n // global_batch_size, 1)
 
   def batch(step: int) -> Batch:
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
-    idx = np.resize(perm, max(n, local))[k * local:(k + 1) * local]
-    return shard_for_pmap(
-        _augmented(select(arrays, idx), augmentation, seed, step), num_devices)
+    idx = np.resize(perm, max(n, global_batch_size))[
+        k * global_batch_size:(k + 1) * global_batch_size]
+    if augmentation is None:
+      return shard_for_pmap(select(arrays, idx[mine]), num_devices)
+    draws = augment_lib.draw(augmentation, global_batch_size, seed, step)
+    return shard_for_pmap(augment_lib.apply(
+        select(arrays, idx[mine]), augment_lib.Draws(*(
+            d[mine] for d in draws))), num_devices)
 
   def source(start_step: int = 0) -> Iterator[Batch]:
     step = start_step

@@ -119,32 +119,58 @@ def evaluate_landmarks(predicted: np.ndarray, params: Sequence[FaceParams],
   return metrics.nme_by_yaw_bins(metrics.landmark_nme_2d(predicted, gt), yaw)
 
 
+def face_crops(params: Sequence[FaceParams], indices: Sequence[int],
+               crop_size: int, margin: float = 0.2
+               ) -> tuple[np.ndarray, list[crop.CropBox]]:
+  """Faces `indices` of the release cropped as `predict_on_crops` does.
+
+  Each face is cropped to the square box around its ground-truth landmarks
+  (with `margin`), as 3DDFA crops by its roi.
+
+  Returns:
+    images [n, S, S, 3] float32 in [0, 1] and their boxes in the 450 x 450
+    image frame (`crop.transform_points` maps image points into a crop).
+  """
+  gt, _ = ground_truth([params[i] for i in indices])
+  boxes = [crop.box_from_points(points, margin) for points in gt]
+  images = [crop.crop_image(aflw2000_3d.decode_image_bytes(
+      jpg.read_bytes(), str(jpg)), box, crop_size) / 255.0
+            for box, jpg in zip(boxes, (
+                pathlib.Path(params[i].path).with_suffix('.jpg')
+                for i in indices))]
+  return np.stack(images).astype(np.float32), boxes
+
+
+def yaw_spread(params: Sequence[FaceParams], count: int = 6) -> np.ndarray:
+  """Indices of `count` faces spread over |yaw|: its quantiles 0, 1/(count-1),
+  ..., 1 (the canonical yaw of each file's rotation, `YAW_ROTATION`), in
+  increasing |yaw|; deterministic."""
+  if not 0 < count <= len(params):
+    raise ValueError(f'count must be in [1, {len(params)}], got {count}')
+  order = np.argsort(np.abs(yaw_degrees(params, YAW_ROTATION)), kind='stable')
+  ranks = np.round(np.linspace(0, len(params) - 1, count)).astype(int)
+  return order[ranks]
+
+
 def predict_on_crops(folder, params: Sequence[FaceParams],
                      predict: Callable[[np.ndarray], np.ndarray],
                      crop_size: int, margin: float = 0.2,
                      batch_size: int = 16) -> np.ndarray:
   """Runs a crop -> 68-landmark predictor over the release.
 
-  Each face is cropped to the square box around its ground-truth landmarks
-  (with `margin`), as 3DDFA crops by its roi; predictions map back to the
-  450 x 450 image frame.
+  Faces are cropped by `face_crops`; predictions map back to the 450 x 450
+  image frame.
 
   Args:
+    folder: the release folder (`params` were read from it).
     predict: [B, S, S, 3] float images in [0, 1] -> [B, 68, 2] crop pixels.
   """
-  gt, _ = ground_truth(params)
-  folder = pathlib.Path(folder)
-  boxes = [crop.box_from_points(points, margin) for points in gt]
+  del folder  # each FaceParams knows its own file
   out = []
   for start in range(0, len(params), batch_size):
     chunk = range(start, min(start + batch_size, len(params)))
-    images = np.stack([
-        crop.crop_image(aflw2000_3d.decode_image_bytes(
-            jpg.read_bytes(), str(jpg)), boxes[i], crop_size) / 255.0
-        for i, jpg in ((i, pathlib.Path(params[i].path).with_suffix('.jpg'))
-                       for i in chunk)])
-    predicted = np.asarray(predict(images.astype(np.float32)))
-    out.extend(crop.inverse_transform_points(predicted[j], boxes[i],
-                                             crop_size)
-               for j, i in enumerate(chunk))
+    images, boxes = face_crops(params, chunk, crop_size, margin)
+    predicted = np.asarray(predict(images))
+    out.extend(crop.inverse_transform_points(points, box, crop_size)
+               for points, box in zip(predicted, boxes))
   return np.stack(out)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from pnccface import distributed
 from pnccface import geometry
 from pnccface import render
 from pnccface.facemodel import MorphableModel
@@ -98,6 +99,65 @@ def resize(image, size: int) -> np.ndarray:
                                      'linear', antialias=True))
 
 
+def draw_points(image, points_xy, colour=(0.1, 1.0, 0.2), radius: int = 1
+                ) -> np.ndarray:
+  """Marks image-frame points (`geometry`: pixel (i, j) covers [j, j+1) x
+  [i, i+1)) as filled squares of side 2 * radius + 1 pixels.
+
+  Args:
+    image: [H, W, 3] float in [0, 1].
+    points_xy: [P, 2] x, y pixels; points outside the image are skipped.
+  """
+  image = np.array(image, np.float32)
+  height, width = image.shape[:2]
+  for x, y in np.floor(np.asarray(points_xy, np.float64)).astype(int):
+    if 0 <= x < width and 0 <= y < height:
+      image[max(y - radius, 0):y + radius + 1,
+            max(x - radius, 0):x + radius + 1] = colour
+  return image
+
+
+# A 3 x 5 pixel font for row labels (yaw in degrees): rows top to bottom.
+_GLYPHS = {
+    '0': ('111', '101', '101', '101', '111'),
+    '1': ('010', '110', '010', '010', '111'),
+    '2': ('111', '001', '111', '100', '111'),
+    '3': ('111', '001', '111', '001', '111'),
+    '4': ('101', '101', '111', '001', '001'),
+    '5': ('111', '100', '111', '001', '111'),
+    '6': ('111', '100', '111', '101', '111'),
+    '7': ('111', '001', '001', '001', '001'),
+    '8': ('111', '101', '111', '101', '111'),
+    '9': ('111', '101', '111', '001', '111'),
+    '+': ('000', '010', '111', '010', '000'),
+    '-': ('000', '000', '111', '000', '000'),
+    '.': ('000', '000', '000', '000', '010'),
+    ' ': ('000', '000', '000', '000', '000'),
+    '\N{DEGREE SIGN}': ('010', '101', '010', '000', '000'),
+}
+
+
+def draw_label(image, text: str, scale: int = 3, colour=(1.0, 1.0, 1.0),
+               background=(0.0, 0.0, 0.0)) -> np.ndarray:
+  """Writes `text` (digits, '+', '-', '.', ' ', the degree sign) in the
+  top-left corner, in a 3 x 5 font of `scale`-pixel cells on a background
+  box (one cell of padding, one between characters)."""
+  unknown = sorted(set(text) - set(_GLYPHS))
+  if unknown:
+    raise ValueError(f'draw_label: no glyph for {unknown} in {text!r}')
+  cells = np.zeros((7, 4 * len(text) + 1), bool)
+  for k, char in enumerate(text):
+    cells[1:6, 1 + 4 * k:4 + 4 * k] = [[c == '1' for c in row]
+                                       for row in _GLYPHS[char]]
+  mask = np.kron(cells, np.ones((scale, scale), bool))
+  image = np.array(image, np.float32)
+  height, width = (min(a, b) for a, b in zip(mask.shape, image.shape[:2]))
+  box = image[:height, :width]
+  box[...] = background
+  box[mask[:height, :width]] = colour
+  return image
+
+
 def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2,
                fill: float = 1.0) -> np.ndarray:
   """Tiles equally sized [H, W, 3] images into rows, with padding."""
@@ -113,11 +173,14 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2,
 
 
 def save_png(path, image) -> pathlib.Path:
-  """Writes a float [H, W, 3] image in [0, 1] (or uint8) as PNG."""
+  """Writes a float [H, W, 3] image in [0, 1] (or uint8) as PNG (process 0
+  only)."""
+  path = pathlib.Path(path)
+  if not distributed.is_main_process():
+    return path
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-  path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(tf.io.encode_png(image).numpy())
   return path

@@ -9,7 +9,11 @@ Layout of `run_paper(config, workdir)`:
   workdir/mofa, workdir/mofa_pncc_few, workdir/mofa_pncc_full   stage 2
   workdir/mofa_pncc_gt       MoFaPNCC on ground-truth PNCCs (an ablation, when
                              `config.ground_truth_pncc_ablation`)
-  workdir/report             table1.md, table1.json, figure3.png
+  workdir/report             table1.md, table1.json, figure3.png; on
+                             AFLW2000-3D (configs/real.py):
+                             aflw2000_3d_landmarks.md/.json,
+                             figure3_aflw2000_3d.png/.md
+  workdir/ablation           `run_pncc_ablation`'s variants and table
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pnccface import api
+from pnccface import distributed
 from pnccface import facemodel
 from pnccface import fitting
 from pnccface import geometry
@@ -37,6 +42,7 @@ from pnccface.data import synthesis
 from pnccface.evaluation import aflw
 from pnccface.evaluation import figures
 from pnccface.evaluation import metrics
+from pnccface.evaluation import pncc_pose
 from pnccface.evaluation import report
 from pnccface.facemodel import MorphableModel
 from pnccface.train import common
@@ -147,20 +153,61 @@ def run_paper(config, workdir, data_dir=None, force=False, aflw2000_dir=None
   stages.train_paper(config, workdir, data_dir, force)
   if pending:  # every stage finished with the forced config
     workdirs.write_config(config, workdir)
-  if config.get('evaluation', 'dataset') == 'aflw2000_3d':
-    rows = evaluate_aflw_landmarks(
-        workdir, aflw2000_dir or config.aflw2000_dir,
-        config.get('ddfa_dir') or None, margin=config.aflw_crop_margin)
-    outputs = 'aflw2000_3d_landmarks.md, aflw2000_3d_landmarks.json'
-  else:
-    rows = evaluate_paper(workdir, data_dir)
-    outputs = 'table1.md, table1.json, figure3.png'
+  rows = evaluate_run(config, workdir, data_dir, aflw2000_dir)
+  outputs = ('aflw2000_3d_landmarks.md, aflw2000_3d_landmarks.json, '
+             f'{AFLW_FIGURE}' if _on_aflw(config) else
+             'table1.md, table1.json, figure3.png')
   print(f'pipeline finished in {time.time() - start:.0f} s. Outputs:\n'
         f'  {workdir}/report/{outputs}\n'
         f'  stage workdirs in {workdir}/ (TensorBoard: <stage>/tensorboard)\n'
         f'  load: pnccface.api.load_reconstructor('
         f"'{workdir}/mofa_pncc_few', '{workdir}/pncc_few')")
   return rows
+
+
+def _on_aflw(config) -> bool:
+  """Whether a pipeline config is scored on AFLW2000-3D (configs/real.py)."""
+  return config.get('evaluation', 'dataset') == 'aflw2000_3d'
+
+
+def evaluate_run(config, workdir, data_dir=None, aflw2000_dir=None,
+                 ddfa_dir=None) -> dict[str, dict[str, float]]:
+  """The report of a finished `run_paper` workdir made with `config`.
+
+  Real-photo configs (`config.evaluation == 'aflw2000_3d'`): the AFLW2000-3D
+  table and figure (`evaluate_aflw_landmarks`) on `aflw2000_dir` (default
+  `config.aflw2000_dir`), with the reference rows from `ddfa_dir` (default
+  `config.ddfa_dir`, skipped with a warning when that folder is absent);
+  relative paths are read from the working directory. Others: Table 1 and
+  Figure 3 on the evaluation split (`evaluate_paper`), plus the AFLW2000-3D
+  table when `aflw2000_dir` is given.
+  """
+  if not _on_aflw(config):
+    rows = evaluate_paper(workdir, data_dir)
+    if aflw2000_dir:
+      evaluate_aflw_landmarks(workdir, aflw2000_dir, ddfa_dir)
+    return rows
+  aflw_dir = aflw2000_dir or config.aflw2000_dir
+  if not pathlib.Path(aflw_dir).is_dir():
+    raise FileNotFoundError(
+        f'no AFLW2000-3D folder {aflw_dir} (from {os.getcwd()}; '
+        f'{"--aflw2000_dir" if aflw2000_dir else "config.aflw2000_dir"}): '
+        'pass --aflw2000_dir=DIR')
+  ddfa_dir = ddfa_dir or config.get('ddfa_dir') or None
+  if ddfa_dir is not None and not pathlib.Path(ddfa_dir).is_dir():
+    logging.warning('no 3DDFA folder %s: the reference rows are left out',
+                    ddfa_dir)
+    ddfa_dir = None
+  return evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir,
+                                 margin=config.aflw_crop_margin)
+
+
+def evaluate_workdir(workdir, data_dir=None, aflw2000_dir=None,
+                     ddfa_dir=None) -> dict[str, dict[str, float]]:
+  """`evaluate_run` with the config the workdir was made with (its
+  config.json): re-evaluates a finished pipeline without retraining."""
+  return evaluate_run(workdirs.load_config(workdir), workdir, data_dir,
+                      aflw2000_dir, ddfa_dir)
 
 
 def evaluate_paper(workdir, data_dir=None) -> dict[str, dict[str, float]]:
@@ -222,20 +269,98 @@ def pncc_heldout_l1(pncc_config, workdir, data_dir=None) -> float:
   return float(eval_fn(state)['eval/face_l1'])
 
 
+def pncc_target_model(pncc_config, data_dir=None) -> MorphableModel | None:
+  """The face model whose NCC colours a stage-1 dataset's PNCC targets (the
+  TFDS builder's `model`: synthetic_faces, fitted_faces); None for mixed or
+  release datasets (their PNCCs come from a user's BFM)."""
+  name = pncc_config.dataset
+  if '+' in name or name in pipeline.RELEASE_DATASETS:
+    return None
+  # Registers the project's builders (as pipeline.load_split does).
+  from pnccface.data import fitted_faces  # pylint: disable=g-import-not-at-top,unused-import
+  from pnccface.data import synthetic_faces  # pylint: disable=g-import-not-at-top,unused-import
+  return getattr(tfds.builder(name, data_dir=data_dir), 'model', None)
+
+
+def heldout_yaw_degrees(pncc_config, data_dir=None) -> np.ndarray:
+  """[N] stored yaw (degrees) of a stage-1 config's eval faces, in the order
+  of `stages.stage_eval_batches` (the fitted or rendered face's pose)."""
+  split = pipeline.load_split(pncc_config.dataset,
+                              stages.eval_split(pncc_config),
+                              data_dir=data_dir,
+                              manual_dir=pncc_config.get('manual_dir', None))
+  return np.array([float(r['pose']['yaw']) for r in tfds.as_numpy(split)])
+
+
+def pncc_yaw_errors(pncc_config, workdir, model: MorphableModel,
+                    data_dir=None) -> dict[str, np.ndarray]:
+  """Yaw read from PNCCs (`pncc_pose`) on a stage-1 config's eval faces.
+
+  The camera is fitted, at the predictor's output size, on the pixels that
+  are wholly face in the ground-truth mask (border pixels mix in the
+  background's 0), for the predicted PNCC (`workdir`'s checkpoint) and for
+  the ground-truth one (the method's floor: identity and expression are its
+  only error).
+
+  Returns:
+    {'truth': [N] stored yaw, 'ground_truth_pncc': [N], 'predicted': [N]}
+    in degrees.
+  """
+  predict = pncc_train.make_predict_fn(pncc_config)
+  variables = common.load_apply_variables(workdir)
+  out = {'ground_truth_pncc': [], 'predicted': []}
+  for batch in stages.stage_eval_batches(
+      pncc_config, pncc_config.model.resolution, data_dir):
+    pncc = {'predicted': np.asarray(predict(
+        variables, common.unshard(batch['image'], 4)))}
+    size = pncc['predicted'].shape[1]
+    pncc['ground_truth_pncc'] = pncc_train.resize_area(
+        common.unshard(batch['pncc'], 4), size)
+    mask = np.asarray(pncc_train.resize_area(
+        common.unshard(batch['mask'], 4), size))[..., 0] > 0.99
+    for key, value in pncc.items():
+      out[key].append(pncc_pose.pncc_pose_degrees(value, mask, model)[:, 1])
+  out = {k: np.concatenate(v) for k, v in out.items()}
+  out['truth'] = heldout_yaw_degrees(pncc_config, data_dir)
+  return out
+
+
+def _same_stage(config, workdir) -> bool:
+  """Whether `workdir` is a finished stage trained with exactly `config`."""
+  if not (pathlib.Path(workdir) / workdirs.CONFIG_FILE).is_file():
+    return False
+  return not workdirs.config_diff(
+      workdirs.as_json_dict(workdirs.load_config(workdir)),
+      workdirs.as_json_dict(config)) and stages.is_finished(
+          workdir, config.num_train_steps)
+
+
 def run_pncc_ablation(config, workdir, data_dir=None, force=False
-                      ) -> dict[str, dict[str, float]]:
-  """Held-out PNCC error of the stage-1 variants, few and full.
+                      ) -> dict[str, dict[str, dict[str, float]]]:
+  """Held-out PNCC quality of the stage-1 variants, few and full.
 
   Uses (and trains if needed) `workdir/autoencoder`; variants go to
-  `workdir/ablation/<few|full>_<k>`. Returns {variant: {'PNCC_few': l1,
-  'PNCC_full': l1}} and writes workdir/ablation/pncc_ablation.md.
+  `workdir/ablation/<few|full>_<k>`, except that the pipeline's own
+  `workdir/pncc_<few|full>` is reused when it is finished and was trained
+  with exactly the variant's config (the paper's variant: ITL+SCAF on the
+  frozen decoder). Per variant: face-pixel L1 (`pncc_heldout_l1`), the yaw
+  MAE (degrees) of the pose read from the predicted PNCC against the eval
+  face's stored yaw (`pncc_yaw_errors`; when the dataset's face model is
+  known, `pncc_target_model`), and the seconds this call spent training it
+  (0 when it was already trained). A reference row gives the same yaw read
+  from the ground-truth PNCCs.
+
+  Returns {variant: {'PNCC_few' | 'PNCC_full': {'face_l1', 'yaw_mae',
+  'train_s', 'workdir'}}} and writes workdir/ablation/pncc_ablation.md and
+  .json.
   """
   # Absolute: each variant's config.json records `init_from` (as in
   # stages.train_paper), so reruns from another cwd match it.
   workdir = pathlib.Path(workdir).resolve()
   stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder',
                          data_dir, force)
-  table = {}
+  model = pncc_target_model(config.pncc_few, data_dir)
+  table, reference, num_eval = {}, {}, None
   for k, (name, (skips, decoder)) in enumerate(ABLATION_VARIANTS.items()):
     table[name] = {}
     for label, base in (('PNCC_few', config.pncc_few),
@@ -245,19 +370,59 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
       variant.model.use_skips = skips
       variant.model.freeze_decoder = decoder == 'frozen'
       variant.from_scratch_decoder = decoder == 'scratch'
-      out = workdir / 'ablation' / f'{label.lower()}_{k}'
+      out = workdir / label.lower()
+      if not _same_stage(variant, out):
+        out = workdir / 'ablation' / f'{label.lower()}_{k}'
+      finished = stages.is_finished(out, variant.num_train_steps)
+      start = time.time()
       stages.run_pncc(variant, out, data_dir, force)
-      table[name][label] = pncc_heldout_l1(variant, out, data_dir)
-      logging.info('ablation | %s | %s | %.4f', name, label,
-                   table[name][label])
-  text = markdown_table(
-      ['stage-1 variant', 'PNCC_few (50)', 'PNCC_full'],
-      [[name, f'{row["PNCC_few"]:.4f}', f'{row["PNCC_full"]:.4f}']
-       for name, row in table.items()])
-  (workdir / 'ablation').mkdir(parents=True, exist_ok=True)
-  (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
+      row = {'face_l1': pncc_heldout_l1(variant, out, data_dir),
+             'train_s': 0.0 if finished else time.time() - start,
+             'workdir': os.fspath(out)}
+      if model is not None:
+        yaws = pncc_yaw_errors(variant, out, model, data_dir)
+        row['yaw_mae'] = float(metrics.yaw_absolute_error(
+            yaws['predicted'], yaws['truth']).mean())
+        reference.setdefault(label, float(metrics.yaw_absolute_error(
+            yaws['ground_truth_pncc'], yaws['truth']).mean()))
+        num_eval = len(yaws['truth'])
+      table[name][label] = row
+      logging.info('ablation | %s | %s | %s', name, label, row)
+  text = _ablation_markdown(table, reference, config, num_eval)
+  if distributed.is_main_process():
+    (workdir / 'ablation').mkdir(parents=True, exist_ok=True)
+    (workdir / 'ablation' / 'pncc_ablation.md').write_text(text)
+    (workdir / 'ablation' / 'pncc_ablation.json').write_text(json.dumps(
+        {'rows': table, 'ground_truth_pncc_yaw_mae': reference}, indent=1))
   print(text)
   return table
+
+
+def _ablation_markdown(table, reference, config, num_eval) -> str:
+  """The ablation table: L1 and yaw MAE per variant, few and full."""
+  labels = ('PNCC_few', 'PNCC_full')
+  cell = lambda row, key, fmt: fmt.format(row[key]) if key in row else '-'
+  rows = [[name] + [cell(row[label], key, fmt) for label in labels
+                    for key, fmt in (('face_l1', '{:.4f}'),
+                                     ('yaw_mae', '{:.2f}'),
+                                     ('train_s', '{:.0f}'))]
+          for name, row in table.items()]
+  if reference:
+    rows.append(['ground-truth PNCC (reference)'] + [
+        v for label in labels for v in ('0', f'{reference[label]:.2f}', '-')])
+  header = ['stage-1 variant']
+  for label in labels:
+    count = config[label.lower()].num_train_samples
+    header += [f'{label} ({"all" if count < 0 else count}) L1',
+               f'{label} yaw MAE (deg)', f'{label} train (s)']
+  caption = (f'Held-out PNCC quality on {config.pncc_few.dataset} '
+             f'({stages.eval_split(config.pncc_few)}'
+             f'{"" if num_eval is None else f", {num_eval} faces"}): mean L1 '
+             'on face pixels; yaw MAE of the weak-perspective camera fitted '
+             'to the PNCC-implied correspondences (face pixels) against the '
+             'face\'s stored yaw; train: seconds this run spent training it '
+             '(0: already trained, or the pipeline\'s own stage reused).\n\n')
+  return caption + markdown_table(header, rows)
 
 
 def aflw_pose_errors(predicted_degrees: np.ndarray, params
@@ -314,7 +479,9 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
   `w_shp_base.txt`, ... files) two references are added: the landmarks
   rebuilt from each file's parameters and the mean face under the true pose
   (their pose error is 0 by construction). Writes
-  <workdir>/report/aflw2000_3d_landmarks.md and .json.
+  <workdir>/report/aflw2000_3d_landmarks.md and .json, and Figure 3 on
+  these photos (`aflw_figure3`: <workdir>/report/figure3_aflw2000_3d.png
+  and .md) when the workdir has a trained MoFa variant.
   """
   workdir = pathlib.Path(workdir)
   params = aflw.read_release(aflw_dir)
@@ -328,10 +495,11 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
         aflw.posed_landmarks(params, sparse, use_coefficients=False), params)
   methods = {'MoFa': ('mofa', None), 'MoFaPNCC_few': ('mofa_pncc_few', 'few'),
              'MoFaPNCC_full': ('mofa_pncc_full', 'full')}
+  reconstructors = {}
   for name, (folder, predictor) in methods.items():
     if not (workdir / folder).is_dir():
       continue
-    reconstructor = api.load_reconstructor(
+    reconstructor = reconstructors[name] = api.load_reconstructor(
         workdir / folder,
         None if predictor is None else workdir / f'pncc_{predictor}')
     angles = []  # predict_on_crops calls in order, batch by batch
@@ -352,13 +520,60 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
               ['method', *AFLW_COLUMNS], [[name] + [
                   _aflw_cell(row, key) for key in AFLW_COLUMNS]
                                           for name, row in rows.items()]))
-  (workdir / 'report').mkdir(parents=True, exist_ok=True)
-  (workdir / 'report' / 'aflw2000_3d_landmarks.md').write_text(text)
-  (workdir / 'report' / 'aflw2000_3d_landmarks.json').write_text(json.dumps(
-      {'aflw2000_dir': os.fspath(aflw_dir), 'num_images': len(params),
-       'rows': rows}, indent=1))
+  if distributed.is_main_process():
+    (workdir / 'report').mkdir(parents=True, exist_ok=True)
+    (workdir / 'report' / 'aflw2000_3d_landmarks.md').write_text(text)
+    (workdir / 'report' / 'aflw2000_3d_landmarks.json').write_text(
+        json.dumps({'aflw2000_dir': os.fspath(aflw_dir),
+                    'num_images': len(params), 'rows': rows}, indent=1))
   print(text)
+  if reconstructors:
+    aflw_figure3(reconstructors, params, margin,
+                 workdir / 'report' / AFLW_FIGURE)
   return rows
+
+
+AFLW_FIGURE = 'figure3_aflw2000_3d.png'
+
+
+def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
+                 margin: float, path, num_faces: int = 6) -> np.ndarray:
+  """The paper's Figure 3 on AFLW2000-3D photos; returns the picked indices.
+
+  Rows: `num_faces` faces spread over |yaw| (`aflw.yaw_spread`), cropped as
+  the table's (`aflw.face_crops`, `margin`) at FIGURE_SIZE pixels; columns:
+  the input (labelled with its yaw in degrees), then each reconstructor's
+  mesh overlay, in the mapping's order. Green dots: the ground-truth 68
+  landmarks (`pt3d_68`). Writes `path` (PNG) and, beside it, a .md caption
+  naming the rows' images and yaws.
+  """
+  picked = aflw.yaw_spread(params, min(num_faces, len(params)))
+  images, boxes = aflw.face_crops(params, picked, FIGURE_SIZE, margin)
+  gt, _ = aflw.ground_truth([params[i] for i in picked])
+  dots = [crop.transform_points(p, box, FIGURE_SIZE)
+          for p, box in zip(gt, boxes)]
+  yaws = aflw.yaw_degrees(params, aflw.YAW_ROTATION)
+  columns = [[figures.draw_label(figures.draw_points(im, d),
+                                 f'{round(yaws[i]):+d}\N{DEGREE SIGN}')
+              for im, d, i in zip(images, dots, picked)]]
+  for reconstructor in reconstructors.values():
+    result = reconstructor.reconstruct(images)
+    triangles = reconstructor.face_model.triangles
+    columns.append([figures.draw_points(
+        figures.mesh_overlay(im, vertices, triangles), d)
+                    for im, vertices, d in zip(images, result.vertices_screen,
+                                               dots)])
+  path = figures.save_png(path, figures.image_grid(
+      [list(row) for row in zip(*columns)]))
+  rows = '\n'.join(
+      f'{k + 1}. {pathlib.Path(params[i].path).stem}: yaw {yaws[i]:+.1f} deg'
+      for k, i in enumerate(picked))
+  path.with_suffix('.md').write_text(
+      f'![Figure 3 on AFLW2000-3D]({path.name})\n\nColumns: input | '
+      f'{" | ".join(reconstructors)} (mesh overlays); green dots: the '
+      'ground-truth 68 landmarks. Rows, by |yaw| (canonical yaw of '
+      f'Pose_Para\'s rotation):\n\n{rows}\n')
+  return picked
 
 
 def _aflw_cell(row: Mapping[str, float], key: str) -> str:

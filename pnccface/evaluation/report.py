@@ -15,6 +15,7 @@ from typing import Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
+from pnccface import distributed
 from pnccface.evaluation import metrics
 
 DENSE_2D = 'Dense 2D'
@@ -322,15 +323,18 @@ def rows_from_json(text: str) -> list[Table1Row]:
 def write_report(rows: Rows, directory: Union[str, os.PathLike],
                  paper: bool = True, caption: str = ''
                  ) -> tuple[pathlib.Path, pathlib.Path]:
-  """Writes `table1.md` and `table1.json` into `directory` (created).
+  """Writes `table1.md` and `table1.json` into `directory` (created; by
+  process 0 only).
 
   Returns:
     (markdown path, json path).
   """
   directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
   markdown_path = directory / 'table1.md'
   json_path = directory / 'table1.json'
+  if not distributed.is_main_process():
+    return markdown_path, json_path
+  directory.mkdir(parents=True, exist_ok=True)
   markdown_path.write_text(format_markdown(rows, paper=paper, caption=caption))
   json_path.write_text(to_json(rows, paper=paper))
   return markdown_path, json_path
@@ -343,14 +347,17 @@ def write_protocol_report(rows_by_protocol: Mapping[str, Rows],
   """Writes `table1.md` (`format_protocols`) and `table1.json`.
 
   The JSON's 'rows' are the `DEFAULT_PROTOCOL`'s (what `read_report`
-  returns); 'protocols' maps every protocol to its rows.
+  returns); 'protocols' maps every protocol to its rows. Process 0 only
+  writes.
   """
   if DEFAULT_PROTOCOL not in rows_by_protocol:
     raise KeyError(f'no rows for the default protocol {DEFAULT_PROTOCOL!r}')
   directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
   markdown_path = directory / 'table1.md'
   json_path = directory / 'table1.json'
+  if not distributed.is_main_process():
+    return markdown_path, json_path
+  directory.mkdir(parents=True, exist_ok=True)
   markdown_path.write_text(format_protocols(rows_by_protocol, caption))
   payload = json.loads(to_json(rows_by_protocol[DEFAULT_PROTOCOL]))
   payload['protocol'] = DEFAULT_PROTOCOL

@@ -83,18 +83,21 @@ def init_key(key: jax.Array) -> jax.Array:
 # Devices.
 
 
-def device_sharding() -> jax.sharding.NamedSharding:
-  """The sharding pmap gives its outputs: leading axis over local devices,
-  mesh axis AXIS. Inputs placed like this do not trigger a recompile when
-  fed back (flax.jax_utils.replicate uses another mesh axis name)."""
-  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+def device_sharding(devices=None) -> jax.sharding.NamedSharding:
+  """The sharding pmap gives its outputs: leading axis over `devices`
+  (default: the local ones), mesh axis AXIS. Inputs placed like this do not
+  trigger a recompile when fed back (flax.jax_utils.replicate uses another
+  mesh axis name)."""
+  devices = jax.local_devices() if devices is None else list(devices)
+  mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
 
 
-def replicate(tree: PyTree) -> PyTree:
-  """Copies a pytree to every local device (leading axis = device)."""
-  sharding = device_sharding()
-  n = jax.local_device_count()
+def replicate(tree: PyTree, devices=None) -> PyTree:
+  """Copies a pytree to every one of `devices` (default: the local ones;
+  leading axis = device)."""
+  sharding = device_sharding(devices)
+  n = len(sharding.mesh.devices)
 
   def put(x):
     x = np.asarray(jax.device_get(x))

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pnccface import distributed
 from pnccface import render
 from pnccface.data import real_faces
 from pnccface.evaluation import report
@@ -407,7 +408,8 @@ def evaluate(config, face_model: MorphableModel, variables,
 
   Returns:
     'photometric': pixel-weighted mean of the photometric term over all
-      samples; 'landmark_error': weighted mean landmark distance / image size
+      samples, over 'photometric_pixels' pixels; 'landmark_error': weighted
+      mean landmark distance / image size, of 'landmark_weight' in all
       (absent without landmarks); 'vertices_screen': [N, V, 3] numpy;
       'yaw_degrees', 'pitch_degrees', 'roll_degrees': [N]; 'pose_para':
       [N, 7] -- vertices and yaw feed `evaluation.report.FaceGeometry`.
@@ -439,8 +441,10 @@ def evaluate(config, face_model: MorphableModel, variables,
     raise ValueError('evaluate: no batches')
   result = {k: np.concatenate(v) for k, v in outputs.items()}
   result['photometric'] = photo / max(n_pix, 1e-6)
+  result['photometric_pixels'] = n_pix
   if n_land:
     result['landmark_error'] = land / n_land
+    result['landmark_weight'] = n_land
   return result
 
 
@@ -457,7 +461,8 @@ def make_eval_fn(config, face_model: MorphableModel,
   """state -> {'eval/photometric', 'eval/landmark_error', 'image/mofa'}.
 
   eval_batches: a re-iterable (e.g. list) of batches or a callable returning
-  a fresh iterator.
+  a fresh iterator. Several processes: each evaluates its share of the
+  batches (`distributed.process_share`); the sums are added over processes.
   """
   predict = make_predict_fn(config, face_model)
 
@@ -467,10 +472,19 @@ def make_eval_fn(config, face_model: MorphableModel,
       variables['batch_stats'] = state.batch_stats
     source = eval_batches() if callable(eval_batches) else eval_batches
     source = list(source)
-    results = evaluate(config, face_model, variables, source, predict)
-    out = {'eval/photometric': results['photometric']}
-    if 'landmark_error' in results:
-      out['eval/landmark_error'] = results['landmark_error']
+    sums = [0.0] * 4  # photometric, pixels, landmark error, landmark weight
+    share = list(distributed.process_share(source))
+    if share:
+      results = evaluate(config, face_model, variables, share, predict)
+      sums = [results['photometric'] * results['photometric_pixels'],
+              results['photometric_pixels'],
+              results.get('landmark_error', 0.0) *
+              results.get('landmark_weight', 0.0),
+              results.get('landmark_weight', 0.0)]
+    photo, n_pix, land, n_land = distributed.sum_across_processes(sums)
+    out = {'eval/photometric': float(photo / max(n_pix, 1e-6))}
+    if n_land:
+      out['eval/landmark_error'] = float(land / n_land)
     if num_images:
       first = source[0]
       image = common.unshard(first['image'], 4)[:num_images]

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pnccface import distributed
 from pnccface.models import autoencoder as autoencoder_model
 from pnccface.train import common
 
@@ -180,6 +181,8 @@ def make_eval_fn(config, eval_batches: Union[Iterable[Mapping[str, Any]],
   eval_batches: a re-iterable (e.g. list) of batches or a callable returning
   a fresh iterator; arrays [B, H, W, C] or [D, B, H, W, C]. face_l1 is the
   held-out mean L1 over face pixels (pixel-weighted over all images).
+  Several processes: each evaluates its share of the batches
+  (`distributed.process_share`); the sums are added over processes.
   """
   predict = make_predict_fn(config)
 
@@ -188,7 +191,7 @@ def make_eval_fn(config, eval_batches: Union[Iterable[Mapping[str, Any]],
     face = n_face = bg = n_bg = 0.0
     shown = None
     source = eval_batches() if callable(eval_batches) else eval_batches
-    for batch in source:
+    for batch in distributed.process_share(source):
       image = common.unshard(batch['image'], 4)
       pncc = jnp.asarray(common.unshard(batch['pncc'], 4))
       pred = predict(variables, image)
@@ -200,6 +203,8 @@ def make_eval_fn(config, eval_batches: Union[Iterable[Mapping[str, Any]],
         target = resize_area(pncc, pred.shape[-2])
         shown = {'image/pncc_pred': np.asarray(pred[:num_images]),
                  'image/pncc_true': np.asarray(target[:num_images])}
+    face, n_face, bg, n_bg = distributed.sum_across_processes(
+        [face, n_face, bg, n_bg])
     if n_face == 0:
       raise ValueError('eval batches contain no face pixels (mask all 0)')
     return {'eval/face_l1': face / n_face,
