@@ -101,8 +101,7 @@ def test_indivisible_batch_is_an_error():
 def test_batches_are_pmap_shaped_on_four_cpu_devices():
   script = textwrap.dedent("""
       import jax, numpy as np
-      from pnccface.data import augment as augment_lib
-from pnccface.data import pipeline
+      from pnccface.data import pipeline
       assert jax.local_device_count() == 4, jax.devices()
       arrays = {'image': np.random.rand(64, 8, 8, 3).astype(np.float32),
                 'landmarks_2d': np.random.rand(64, 68, 2).astype(np.float32)}
