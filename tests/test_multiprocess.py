@@ -180,8 +180,15 @@ def test_two_processes_train_stages_as_one_process(tmp_path):
     assert sorted(p.name for p in (tmp_path / 'two' / stage).iterdir()
                   if p.is_file()) == ['config.json']
     init = common.load_variables(tmp_path / 'two' / stage, step=2)
-    assert _relative_difference(init['params'], one['params']) > 1e-5
+    moved = _relative_difference(init['params'], one['params'])
     params = _relative_difference(two['params'], one['params'])
     stats = (_relative_difference(two['batch_stats'], one['batch_stats'])
              if one['batch_stats'] else 0.0)
-    assert params < 1e-6 and stats < 1e-6, (stage, params, stats)
+    # Not 1e-6 as the toy model above: gloo sums across processes in another
+    # order than XLA within one, and Adam's normalised first updates turn
+    # those ~1e-7 gradient differences into up to lr-sized steps on weights
+    # whose gradient is near 0 (measured: pncc 5.4e-4, mofa 1.4e-4, against a
+    # 0.26 change from step 2 to 4). Different batches or a missed gradient sum would
+    # differ by the order of that change itself.
+    assert moved > 1e-2, (stage, moved)
+    assert params < 1e-2 * moved and stats < 1e-4, (stage, params, stats)
