@@ -187,8 +187,8 @@ def test_two_processes_train_stages_as_one_process(tmp_path):
     # Not 1e-6 as the toy model above: gloo sums across processes in another
     # order than XLA within one, and Adam's normalised first updates turn
     # those ~1e-7 gradient differences into up to lr-sized steps on weights
-    # whose gradient is near 0 (measured: pncc 5.4e-4, mofa 1.4e-4, against a
-    # 0.26 change from step 2 to 4). Different batches or a missed gradient sum would
-    # differ by the order of that change itself.
+    # whose gradient is near 0 (measured: pncc 5.4e-4, mofa 1.4e-4, against
+    # a 0.26 change from step 2 to 4). Different batches or a missed gradient
+    # sum would differ by the order of that change itself.
     assert moved > 1e-2, (stage, moved)
     assert params < 1e-2 * moved and stats < 1e-4, (stage, params, stats)

@@ -82,12 +82,14 @@ def test_quick_start_prints_under_40_lines_per_stage(tiny_run):
 def test_readme_stages_one_by_one_run_as_written(tiny_run, clone):
   data_dir = tiny_run[2]
   commands = readme_commands('Stages one by one')
-  assert len(commands) == 5
+  assert len(commands) == 6
   for command in commands:
     run_readme_command(command, clone, data_dir)
   for folder in ('ae', 'pncc_few', 'mofa'):
     assert (clone / 'workdirs' / folder / 'config.json').is_file()
   assert (clone / 'workdirs' / 'annotated_few' / 'train').is_dir()
+  ablation = clone / 'workdirs' / 'tiny' / 'ablation' / 'pncc_ablation.md'
+  assert 'ITL+SCAF, decoder from scratch' in ablation.read_text()
 
 
 def test_table1_has_three_methods_by_four_finite_metrics(tiny_run):
