@@ -26,6 +26,9 @@ def model_config() -> ml_collections.ConfigDict:
       decoder_blocks=1,  # 3FabRec DECODER_PLANES_PER_BLOCK = 1
       # '3fabrec' (image - VGGFace2 mean) for weights from import_3fabrec.py
       input_normalization='symmetric',
+      # Compute dtype of the nets (and the discriminators): 'float32' or
+      # 'bfloat16'; params, batch-norm statistics and losses stay float32.
+      dtype='float32',
   ))
 
 

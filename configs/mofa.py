@@ -26,6 +26,10 @@ def model_config() -> ml_collections.ConfigDict:
       max_angle=math.pi / 2,  # radians; Euler angles = max * tanh(raw)
       initial_irradiance=1.0,  # ambient light of the initial prediction
       head_init_scale=1e-3,  # initial prediction ~ mean frontal face
+      # Compute dtype of the trunk: 'float32' or 'bfloat16'; params,
+      # normalisation statistics, the code layer, decode, renderer and
+      # losses stay float32.
+      dtype='float32',
   ))
 
 

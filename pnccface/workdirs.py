@@ -20,6 +20,7 @@ import ml_collections
 
 from pnccface import distributed
 from pnccface.models import mofa as mofa_model
+from pnccface.models import precision
 
 CONFIG_FILE = 'config.json'
 STAGES = ('autoencoder', 'pncc', 'mofa', 'pipeline')
@@ -75,6 +76,8 @@ def upgrade_config(config: Mapping[str, Any]) -> dict[str, Any]:
       `face_fraction`, `model.{shape,expression,albedo}_components` ->
       `face_model_components.num_{shape,expression,albedo}`;
     pipeline: each stage's section as above.
+  Up to commit c808827 `model` had no `dtype` (the nets' compute dtype):
+  those ran in float32, which is what is filled in.
   A config whose stage `stage_of` cannot tell is returned as it is.
   """
   config = copy.deepcopy(dict(config))
@@ -88,6 +91,7 @@ def upgrade_config(config: Mapping[str, Any]) -> dict[str, Any]:
   model = config.get('model')
   if not isinstance(model, dict):
     return config
+  model.setdefault('dtype', precision.FLOAT32)
   if stage in ('autoencoder', 'pncc'):
     scratch = model.pop('from_scratch_decoder', None)
     if stage == 'autoencoder':

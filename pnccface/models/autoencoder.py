@@ -22,6 +22,10 @@ Parameter names (top-level subtrees):
   PNCCPredictor: 'encoder', 'decoder', 'itl_1'..'itl_M', 'skip_1'.., 'pncc_out'
 Batch norm lives only in 'encoder' and 'decoder' (and the image
 discriminator).
+
+Every module's `dtype` ('float32' or 'bfloat16', `precision`) is its
+compute dtype; parameters and batch-norm statistics stay float32, and the
+outputs above (z, images, PNCC, logits) are float32 whatever `dtype`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from pnccface.models import precision
 
 Array = jnp.ndarray
 PyTree = Any
@@ -113,10 +119,12 @@ def num_itl_stages(pncc_resolution: int, resolution: int) -> int:
   return m
 
 
-def _batch_norm(axis_name: Optional[str], name: str) -> nn.BatchNorm:
-  # PyTorch BatchNorm2d defaults: momentum 0.1 (flax: 0.9), eps 1e-5.
+def _batch_norm(axis_name: Optional[str], name: Optional[str],
+                dtype: str = precision.FLOAT32) -> nn.BatchNorm:
+  # PyTorch BatchNorm2d defaults: momentum 0.1 (flax: 0.9), eps 1e-5. Flax
+  # computes the statistics in float32 whatever `dtype` (the output's).
   return nn.BatchNorm(momentum=0.9, epsilon=1e-5, axis_name=axis_name,
-                      name=name)
+                      dtype=precision.compute_dtype(dtype), name=name)
 
 
 class ResBlock(nn.Module):
@@ -124,20 +132,24 @@ class ResBlock(nn.Module):
   width: int
   stride: int = 1
   bn_axis_name: Optional[str] = None
+  dtype: str = precision.FLOAT32
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     s = (self.stride, self.stride)
-    y = nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
+    dt = precision.compute_dtype(self.dtype)
+    bn = lambda name: _batch_norm(self.bn_axis_name, name, self.dtype)
+    y = nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False, dtype=dt,
                 name='conv1')(x)
-    y = _batch_norm(self.bn_axis_name, 'bn1')(y, use_running_average=not train)
+    y = bn('bn1')(y, use_running_average=not train)
     y = nn.relu(y)
-    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name='conv2')(y)
-    y = _batch_norm(self.bn_axis_name, 'bn2')(y, use_running_average=not train)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=dt,
+                name='conv2')(y)
+    y = bn('bn2')(y, use_running_average=not train)
     if self.stride != 1 or x.shape[-1] != self.width:
-      x = nn.Conv(self.width, (1, 1), s, use_bias=False, name='down_conv')(x)
-      x = _batch_norm(self.bn_axis_name, 'down_bn')(
-          x, use_running_average=not train)
+      x = nn.Conv(self.width, (1, 1), s, use_bias=False, dtype=dt,
+                  name='down_conv')(x)
+      x = bn('down_bn')(x, use_running_average=not train)
     return nn.relu(x + y)
 
 
@@ -146,25 +158,29 @@ class InvResBlock(nn.Module):
   width: int
   upsample: bool = False
   bn_axis_name: Optional[str] = None
+  dtype: str = precision.FLOAT32
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
+    dt = precision.compute_dtype(self.dtype)
+    bn = lambda name: _batch_norm(self.bn_axis_name, name, self.dtype)
     if self.upsample:
       y = nn.ConvTranspose(self.width, (4, 4), (2, 2), padding=_UP_PADDING,
-                           use_bias=False, name='conv1')(x)
+                           use_bias=False, dtype=dt, name='conv1')(x)
     else:
-      y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
+      y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=dt,
                   name='conv1')(x)
-    y = _batch_norm(self.bn_axis_name, 'bn1')(y, use_running_average=not train)
+    y = bn('bn1')(y, use_running_average=not train)
     y = nn.relu(y)
-    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name='conv2')(y)
-    y = _batch_norm(self.bn_axis_name, 'bn2')(y, use_running_average=not train)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=dt,
+                name='conv2')(y)
+    y = bn('bn2')(y, use_running_average=not train)
     if self.upsample or x.shape[-1] != self.width:
       x = nn.ConvTranspose(self.width, (4, 4), (2, 2) if self.upsample else
                            (1, 1), padding=_UP_PADDING if self.upsample else
-                           'SAME', use_bias=False, name='up_conv')(x)
-      x = _batch_norm(self.bn_axis_name, 'up_bn')(
-          x, use_running_average=not train)
+                           'SAME', use_bias=False, dtype=dt,
+                           name='up_conv')(x)
+      x = bn('up_bn')(x, use_running_average=not train)
     return nn.relu(x + y)
 
 
@@ -178,6 +194,7 @@ class Encoder(nn.Module):
     blocks: BasicBlocks per stage (2 = ResNet-18).
     bn_axis_name: pmap axis for cross-device batch statistics (or None).
     input_normalization: 'symmetric' or '3fabrec' (`normalize_image`).
+    dtype: compute dtype, 'float32' or 'bfloat16' (`precision`).
   """
   resolution: int = 256
   base_width: int = 64
@@ -185,6 +202,7 @@ class Encoder(nn.Module):
   blocks: int = 2
   bn_axis_name: Optional[str] = None
   input_normalization: str = NORMALIZE_SYMMETRIC
+  dtype: str = precision.FLOAT32
 
   @nn.compact
   def __call__(self, image: Array, train: bool
@@ -197,8 +215,8 @@ class Encoder(nn.Module):
 
     Returns:
       z: [B, z_dim] float32 latent.
-      features: {spatial size: [B, s, s, C]}: the stem output (R/2) and the
-        output of every stage (R/4 ... 4).
+      features: {spatial size: [B, s, s, C]} in the compute dtype: the stem
+        output (R/2) and the output of every stage (R/4 ... 4).
     """
     r = self.resolution
     if image.ndim != 4 or image.shape[1:] != (r, r, 3):
@@ -207,9 +225,10 @@ class Encoder(nn.Module):
     num_decoder_stages(r)  # validates r
     x = normalize_image(image, self.input_normalization)
     # ResNet-18's stem: 7x7/2 conv, BN, ReLU (R/2), 3x3/2 max-pool (R/4).
+    dt = precision.compute_dtype(self.dtype)
     x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False,
-                name='stem_conv')(x)
-    x = _batch_norm(self.bn_axis_name, 'stem_bn')(
+                dtype=dt, name='stem_conv')(x)
+    x = _batch_norm(self.bn_axis_name, 'stem_bn', self.dtype)(
         x, use_running_average=not train)
     x = nn.relu(x)
     features = {r // 2: x}
@@ -222,12 +241,13 @@ class Encoder(nn.Module):
       width = stage_width(self.base_width, size)
       for b in range(self.blocks):
         x = ResBlock(width, stride if b == 0 else 1, self.bn_axis_name,
-                     name=f'stage{stage}_block{b}')(x, train)
+                     dtype=self.dtype, name=f'stage{stage}_block{b}')(x, train)
       features[size] = x
       size, stride, stage = size // 2, 2, stage + 1
     # Global average pool, dense -> z (z_dim = 99 in 3FabRec's aae.py).
-    z = nn.Dense(self.z_dim, name='fc')(jnp.mean(x, axis=(1, 2)))
-    return z, features
+    z = nn.Dense(self.z_dim, dtype=dt, name='fc')(jnp.mean(x, axis=(1, 2)))
+    # z leaves the net: the latent discriminator and its prior are float32.
+    return precision.to_float32(z), features
 
 
 class Decoder(nn.Module):
@@ -241,28 +261,31 @@ class Decoder(nn.Module):
   blocks: int = 1
   bn_axis_name: Optional[str] = None
   input_normalization: str = NORMALIZE_SYMMETRIC
+  dtype: str = precision.FLOAT32
 
   def setup(self):
     # Stem: dense z -> 8w, 4x4 valid transposed conv -> 4x4x8w, BN, ReLU
     # (3FabRec's invresnet.py).
+    dt = precision.compute_dtype(self.dtype)
     w0 = stage_width(self.base_width, 4)
-    self.fc = nn.Dense(w0)
+    self.fc = nn.Dense(w0, dtype=dt)
     self.stem_conv = nn.ConvTranspose(w0, (4, 4), padding='VALID',
-                                      use_bias=False)
-    self.stem_bn = _batch_norm(self.bn_axis_name, None)
+                                      use_bias=False, dtype=dt)
+    self.stem_bn = _batch_norm(self.bn_axis_name, None, self.dtype)
     # layer_k doubles the resolution to 4 * 2**k with a 4x4/2 transposed
     # conv in its first block (and a transposed-conv + BN shortcut).
     layers = []
     for k in range(1, num_decoder_stages(self.resolution) + 1):
       width = stage_width(self.base_width, 4 * 2**k)
       layers.append([
-          InvResBlock(width, upsample=(b == 0), bn_axis_name=self.bn_axis_name)
+          InvResBlock(width, upsample=(b == 0), bn_axis_name=self.bn_axis_name,
+                      dtype=self.dtype)
           for b in range(self.blocks)
       ])
     self.layers = layers
     # A last 4x4/2 transposed conv to 3 channels (+ tanh) gives R x R.
     self.out_conv = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
-                                     use_bias=False)
+                                     use_bias=False, dtype=dt)
 
   def stem(self, z: Array, train: bool) -> Array:
     """z [B, z_dim] -> [B, 4, 4, 8w]."""
@@ -280,11 +303,13 @@ class Decoder(nn.Module):
     return x
 
   def __call__(self, z: Array, train: bool) -> Array:
-    """z [B, z_dim] -> image [B, R, R, 3] in [0, 1]."""
+    """z [B, z_dim] -> image [B, R, R, 3] in [0, 1], float32."""
     x = self.stem(z, train)
     for k in range(1, len(self.layers) + 1):
       x = self.stage(k, x, train)
-    return image_from_tanh(jnp.tanh(self.out_conv(x)),
+    # The image leaves the net for the float32 losses: tanh and the mapping
+    # to image units in float32 too.
+    return image_from_tanh(jnp.tanh(precision.to_float32(self.out_conv(x))),
                            self.input_normalization)
 
 
@@ -302,14 +327,15 @@ class Autoencoder(nn.Module):
   decoder_blocks: int = 1
   bn_axis_name: Optional[str] = None
   input_normalization: str = NORMALIZE_SYMMETRIC
+  dtype: str = precision.FLOAT32
 
   def setup(self):
     self.encoder = Encoder(self.resolution, self.base_width, self.z_dim,
                            self.encoder_blocks, self.bn_axis_name,
-                           self.input_normalization)
+                           self.input_normalization, self.dtype)
     self.decoder = Decoder(self.resolution, self.base_width, self.z_dim,
                            self.decoder_blocks, self.bn_axis_name,
-                           self.input_normalization)
+                           self.input_normalization, self.dtype)
 
   def __call__(self, image: Array, train: bool) -> tuple[Array, Array]:
     """image [B, R, R, 3] in [0, 1] -> (reconstruction [B, R, R, 3] in
@@ -334,6 +360,8 @@ class PNCCPredictor(nn.Module):
       `trainable_mask` for the optimizer.
     bn_axis_name: pmap axis for cross-device batch statistics (or None).
     input_normalization: as the stage-0 model (`normalize_image`).
+    dtype: compute dtype, 'float32' or 'bfloat16' (`precision`); the
+      stage-0 weights it re-uses are float32 whatever the dtype.
   A stage config builds it as `PNCCPredictor(**config.model, bn_axis_name=
   ...)` (configs/pncc_full.py).
   """
@@ -348,17 +376,20 @@ class PNCCPredictor(nn.Module):
   freeze_decoder: bool = True
   bn_axis_name: Optional[str] = None
   input_normalization: str = NORMALIZE_SYMMETRIC
+  dtype: str = precision.FLOAT32
 
   @nn.compact
   def __call__(self, image: Array, train: bool) -> Array:
-    """image [B, R, R, 3] in [0, 1] -> PNCC [B, O, O, 3] in [0, 1]."""
+    """image [B, R, R, 3] in [0, 1] -> PNCC [B, O, O, 3] in [0, 1],
+    float32."""
     m = num_itl_stages(self.pncc_resolution, self.resolution)
+    dt = precision.compute_dtype(self.dtype)
     encoder = Encoder(self.resolution, self.base_width, self.z_dim,
                       self.encoder_blocks, self.bn_axis_name,
-                      self.input_normalization, name='encoder')
+                      self.input_normalization, self.dtype, name='encoder')
     decoder = Decoder(self.resolution, self.base_width, self.z_dim,
                       self.decoder_blocks, self.bn_axis_name,
-                      self.input_normalization, name='decoder')
+                      self.input_normalization, self.dtype, name='decoder')
     # Paper Sec. 2: encoder and decoder are pre-trained and frozen; frozen
     # parts run batch norm on running averages, so their statistics never
     # change (the optimizer side is `trainable_mask`).
@@ -370,20 +401,22 @@ class PNCCPredictor(nn.Module):
       # Interleaved Transfer Layer (paper Sec. 2, Figure 2): a 3x3 conv of
       # the same width, no bias, no activation, as 3FabRec's LandmarkHeadV2
       # t1..t4 after its decoder's layer1..layer4.
-      x = nn.Conv(x.shape[-1], (3, 3), padding=1, use_bias=False,
+      x = nn.Conv(x.shape[-1], (3, 3), padding=1, use_bias=False, dtype=dt,
                   name=f'itl_{k}')(x)
       size = x.shape[1]
       # SCAF skip (paper Sec. 2; Dornier et al. 2022): the encoder map of the
       # same size through a trainable 3x3 conv, added to the ITL output. The
       # paper gives no layer-level detail: this placement is our reading.
       if self.use_skips and size in features:
-        x = x + nn.Conv(x.shape[-1], (3, 3), padding=1,
+        x = x + nn.Conv(x.shape[-1], (3, 3), padding=1, dtype=dt,
                         name=f'skip_{k}')(features[size])
     # LandmarkHeadV2's last 4x4/2 transposed conv, to 3 PNCC channels; with
     # M = 4 ITLs O = 128 for R = 256 (its decoder's layer5 unused).
     x = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
-                         use_bias=False, name='pncc_out')(x)
-    return nn.sigmoid(x)  # PNCC values lie in [0, 1]
+                         use_bias=False, dtype=dt, name='pncc_out')(x)
+    # PNCC values lie in [0, 1]; the sigmoid in float32, as the PNCC leaves
+    # the net for the float32 loss (and annotation files).
+    return nn.sigmoid(precision.to_float32(x))
 
 
 # ----------------------------------------------------------------------------
@@ -395,16 +428,19 @@ class LatentDiscriminator(nn.Module):
   0.2 after each hidden dense as 3FabRec's D_net_gauss."""
   hidden: int = 1000
   dropout: float = 0.2
+  dtype: str = precision.FLOAT32
 
   @nn.compact
   def __call__(self, z: Array, train: bool) -> Array:
-    """z [B, z_dim] -> logits [B]."""
+    """z [B, z_dim] -> logits [B], float32."""
+    dt = precision.compute_dtype(self.dtype)
     x = z
     for i in range(2):
-      x = nn.Dense(self.hidden, name=f'dense{i}')(x)
+      x = nn.Dense(self.hidden, dtype=dt, name=f'dense{i}')(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.relu(x)
-    return nn.Dense(1, name='out')(x)[:, 0]
+    # Logits leave the net for the float32 GAN losses.
+    return precision.to_float32(nn.Dense(1, dtype=dt, name='out')(x)[:, 0])
 
 
 class ImageDiscriminator(nn.Module):
@@ -417,22 +453,26 @@ class ImageDiscriminator(nn.Module):
   ndf: int = 32
   bn_axis_name: Optional[str] = None
   input_normalization: str = NORMALIZE_SYMMETRIC
+  dtype: str = precision.FLOAT32
 
   @nn.compact
   def __call__(self, image: Array, train: bool) -> Array:
-    """image [B, R, R, 3] in [0, 1] -> logits [B]."""
+    """image [B, R, R, 3] in [0, 1] -> logits [B], float32."""
+    dt = precision.compute_dtype(self.dtype)
     x = normalize_image(image, self.input_normalization)
     num_down = min(5, _log2_int(image.shape[1], 'image size') - 3)
     widths = [self.ndf, 2 * self.ndf, 4 * self.ndf, 8 * self.ndf, 8 * self.ndf]
     for i in range(num_down):
       x = nn.Conv(widths[i], (4, 4), (2, 2), padding=1, use_bias=False,
-                  name=f'conv{i}')(x)
+                  dtype=dt, name=f'conv{i}')(x)
       if i > 0:
-        x = _batch_norm(self.bn_axis_name, f'bn{i}')(
+        x = _batch_norm(self.bn_axis_name, f'bn{i}', self.dtype)(
             x, use_running_average=not train)
       x = nn.leaky_relu(x, 0.2)
-    x = nn.Conv(1, (4, 4), padding='VALID', use_bias=False, name='out')(x)
-    return jnp.mean(x, axis=(1, 2, 3))
+    x = nn.Conv(1, (4, 4), padding='VALID', use_bias=False, dtype=dt,
+                name='out')(x)
+    # Logits leave the net for the float32 GAN losses.
+    return jnp.mean(precision.to_float32(x), axis=(1, 2, 3))
 
 
 # ----------------------------------------------------------------------------
@@ -457,6 +497,8 @@ def _copy_matching(source: Mapping, target: Mapping, where: str) -> dict:
       if src.shape != value.shape:
         raise ValueError(f'{where}/{key}: stage-0 shape {src.shape} != PNCC '
                          f'predictor shape {value.shape}')
+      # value.dtype is the target's param dtype: float32 whatever the
+      # compute `dtype` (imported 3FabRec weights stay float32 too).
       out[key] = src.astype(value.dtype)
   return out
 

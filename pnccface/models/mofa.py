@@ -23,6 +23,9 @@ Code (`FaceCode`), all [B, ...] float32:
 Encoders (`backbone`): 'alexnet' (`AlexNetFeatures`, MoFa's) or 'resnet'
 (`ResNetFeatures`), `norm` in {'none', 'batch', 'group'}; with 'batch' build
 the module with `bn_axis_name=common.AXIS` for training under pmap.
+`dtype` ('float32' or 'bfloat16', `precision`) is the trunk's compute
+dtype; parameters, normalisation statistics, the code layer and the code
+stay float32.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 from pnccface import geometry
 from pnccface import render
 from pnccface.facemodel import MorphableModel
+from pnccface.models import precision
 
 Array = jnp.ndarray
 NUM_POSE_OUTPUTS = 6  # 3 angles, 2 centre, 1 log-scale
@@ -89,12 +93,16 @@ def split_code(raw: Array, num_shape: int, num_expression: int,
 # Encoders.
 
 
-def _norm(kind: str, train: bool, bn_axis_name: Optional[str], name: str):
+def _norm(kind: str, train: bool, bn_axis_name: Optional[str], name: str,
+          dtype: str = precision.FLOAT32):
+  # Flax computes the statistics in float32 whatever `dtype` (the output's).
+  dt = precision.compute_dtype(dtype)
   if kind == 'batch':
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        axis_name=bn_axis_name if train else None, name=name)
+                        axis_name=bn_axis_name if train else None, dtype=dt,
+                        name=name)
   if kind == 'group':
-    return nn.GroupNorm(num_groups=None, group_size=8, name=name)
+    return nn.GroupNorm(num_groups=None, group_size=8, dtype=dt, name=name)
   if kind == 'none':
     return lambda x: x
   raise ValueError(f'unknown norm {kind!r} (none, batch, group)')
@@ -114,9 +122,12 @@ class AlexNetFeatures(nn.Module):
   dense_features: Sequence[int] = (4096, 4096)
   norm: str = 'none'  # AlexNet's LRN is replaced by this optional norm
   bn_axis_name: Optional[str] = None
+  dtype: str = precision.FLOAT32  # compute dtype (`precision`)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    """Features [B, F] in the compute dtype."""
+    dt = precision.compute_dtype(self.dtype)
     if not (len(self.conv_features) == len(self.kernel_sizes) ==
             len(self.strides)):
       raise ValueError('conv_features, kernel_sizes and strides must have the'
@@ -124,13 +135,14 @@ class AlexNetFeatures(nn.Module):
     for i, (f, k, s) in enumerate(zip(self.conv_features, self.kernel_sizes,
                                       self.strides)):
       x = nn.Conv(f, (k, k), strides=(s, s), padding='SAME',
-                  use_bias=self.norm == 'none', name=f'conv{i}')(x)
-      x = nn.relu(_norm(self.norm, train, self.bn_axis_name, f'norm{i}')(x))
+                  use_bias=self.norm == 'none', dtype=dt, name=f'conv{i}')(x)
+      x = nn.relu(_norm(self.norm, train, self.bn_axis_name, f'norm{i}',
+                        self.dtype)(x))
       if i in self.pool_after and min(x.shape[1:3]) >= 2:
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
     x = x.reshape((x.shape[0], -1))
     for i, f in enumerate(self.dense_features):
-      x = nn.relu(nn.Dense(f, name=f'fc{i}')(x))
+      x = nn.relu(nn.Dense(f, dtype=dt, name=f'fc{i}')(x))
     return x
 
 
@@ -140,19 +152,22 @@ class BasicBlock(nn.Module):
   stride: int = 1
   norm: str = 'batch'
   bn_axis_name: Optional[str] = None
+  dtype: str = precision.FLOAT32  # compute dtype (`precision`)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = lambda name: _norm(self.norm, train, self.bn_axis_name, name)
+    dt = precision.compute_dtype(self.dtype)
+    norm = lambda name: _norm(self.norm, train, self.bn_axis_name, name,
+                              self.dtype)
     y = nn.Conv(self.features, (3, 3), strides=(self.stride, self.stride),
-                padding='SAME', use_bias=False, name='conv1')(x)
+                padding='SAME', use_bias=False, dtype=dt, name='conv1')(x)
     y = nn.relu(norm('norm1')(y))
     y = nn.Conv(self.features, (3, 3), padding='SAME', use_bias=False,
-                name='conv2')(y)
+                dtype=dt, name='conv2')(y)
     y = norm('norm2')(y)
     if x.shape[-1] != self.features or self.stride != 1:
       x = nn.Conv(self.features, (1, 1), strides=(self.stride, self.stride),
-                  use_bias=False, name='shortcut')(x)
+                  use_bias=False, dtype=dt, name='shortcut')(x)
       x = norm('norm_shortcut')(x)
     return nn.relu(x + y)
 
@@ -163,18 +178,23 @@ class ResNetFeatures(nn.Module):
   stage_blocks: Sequence[int] = (2, 2, 2, 2)
   norm: str = 'batch'
   bn_axis_name: Optional[str] = None
+  dtype: str = precision.FLOAT32  # compute dtype (`precision`)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    """Features [B, F] in the compute dtype."""
     x = nn.Conv(self.width, (3, 3), strides=(2, 2), padding='SAME',
-                use_bias=False, name='stem')(x)
-    x = nn.relu(_norm(self.norm, train, self.bn_axis_name, 'stem_norm')(x))
+                use_bias=False, dtype=precision.compute_dtype(self.dtype),
+                name='stem')(x)
+    x = nn.relu(_norm(self.norm, train, self.bn_axis_name, 'stem_norm',
+                      self.dtype)(x))
     for stage, blocks in enumerate(self.stage_blocks):
       for b in range(blocks):
         x = BasicBlock(self.width * 2**stage,
                        stride=2 if (stage > 0 and b == 0) else 1,
                        norm=self.norm, bn_axis_name=self.bn_axis_name,
-                       name=f'stage{stage}_block{b}')(x, train)
+                       dtype=self.dtype, name=f'stage{stage}_block{b}')(
+                           x, train)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -190,6 +210,7 @@ class MoFaEncoder(nn.Module):
     initial_irradiance: ambient irradiance of the initial light.
     head_init_scale: stddev multiplier of the code layer's kernel (tiny, so
       the initial prediction is the mean frontal face).
+    dtype: the trunk's compute dtype, 'float32' or 'bfloat16' (`precision`).
   A stage config builds it as `MoFaEncoder(**config.model, num_shape=...,
   num_expression=..., num_albedo=...)` (`pnccface.train.mofa.make_encoder`).
   """
@@ -203,6 +224,7 @@ class MoFaEncoder(nn.Module):
   max_angle: float = math.pi / 2
   initial_irradiance: float = 1.0
   head_init_scale: float = 1e-3
+  dtype: str = precision.FLOAT32
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> FaceCode:
@@ -215,11 +237,15 @@ class MoFaEncoder(nn.Module):
     try:
       trunk = trunks[self.backbone](norm=self.norm,
                                     bn_axis_name=self.bn_axis_name,
-                                    name='trunk', **kwargs)
+                                    dtype=self.dtype, name='trunk', **kwargs)
     except TypeError as e:  # e.g. a ResNet's kwargs for the AlexNet
       raise ValueError(f'backbone_kwargs {sorted(kwargs)} do not fit backbone '
                        f'{self.backbone!r} ({e})') from None
     features = trunk(2.0 * x - 1.0, train)  # image and PNCC alike to [-1, 1]
+    # The features leave the (low-precision) trunk here: the code layer, a
+    # small share of the compute, and the code (angles, log-scale, SH) that
+    # the float32 3DMM decode and renderer read stay float32.
+    features = precision.to_float32(features)
     size = code_size(self.num_shape, self.num_expression, self.num_albedo)
     # Zero bias and a tiny kernel: the first prediction is (to ~1e-3) the
     # mean face, frontal, centred, at scale s0, under ambient light, so

@@ -200,11 +200,14 @@ class Models:
   def __init__(self, config, bn_axis_name: Optional[str] = None):
     self.autoencoder = autoencoder_model.Autoencoder(
         **config.model, bn_axis_name=bn_axis_name)
+    # The discriminators compute in the autoencoder's dtype (config.model).
     self.disc_z = autoencoder_model.LatentDiscriminator(
-        hidden=config.loss.get('zdisc_hidden', 1000))
+        hidden=config.loss.get('zdisc_hidden', 1000),
+        dtype=self.autoencoder.dtype)
     self.disc_img = autoencoder_model.ImageDiscriminator(
         ndf=config.loss.get('disc_ndf', 32), bn_axis_name=bn_axis_name,
-        input_normalization=self.autoencoder.input_normalization)
+        input_normalization=self.autoencoder.input_normalization,
+        dtype=self.autoencoder.dtype)
 
 
 def init_variables(config, rng: jax.Array, models: Optional[Models] = None
