@@ -1,8 +1,8 @@
 """Speed and memory of each stage's train step (prints a markdown table).
 
     python benchmarks/train_bench.py [--stages autoencoder,pncc,mofa]
-        [--sizes cpu,paper] [--devices 1,4] [--steps 5] [--cpu_batch 16]
-        [--paper_batch 8]
+        [--sizes cpu,paper] [--devices 1,4] [--dtypes float32,bfloat16]
+        [--steps 5] [--cpu_batch 16] [--paper_batch 8]
 
 Quick run (about 2-3 minutes on 2 idle CPU cores):
 
@@ -19,7 +19,11 @@ MoFa). The global batch (`--cpu_batch`, `--paper_batch`) is split over
 `--devices` devices: on CPU these are forced host devices
 (`--xla_force_host_platform_device_count`, set before JAX starts: one child
 process per row); on GPU/TPU rows needing more devices than present are
-skipped. Columns: compile time of the step; ms per step and images/s (mean
+skipped. `--dtypes`: the conv nets' compute dtype (`config.model.dtype`,
+pnccface/models/precision.py; params, losses, decode and renderer stay
+float32), both by default so that one run gives both figures; on a CPU
+without native bfloat16 matrix units, bfloat16 is expected to be slower.
+Columns: compile time of the step; ms per step and images/s (mean
 over `--steps` steps after one warm-up step); for MoFa the share of the step
 spent in the renderer (a pmapped forward+backward of `render_shaded` alone,
 with the step's per-device inputs: the vertices, albedo and light the
@@ -41,11 +45,13 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ('autoencoder', 'pncc', 'mofa')
 SIZES = ('cpu', 'paper')
+DTYPES = ('float32', 'bfloat16')  # pnccface.models.precision.COMPUTE_DTYPES
 
 
-def stage_config(stage: str, size: str, batch: int):
+def stage_config(stage: str, size: str, batch: int, dtype: str = 'float32'):
   """The stage's config at `size` ('cpu': configs/pipeline.py; 'paper': the
-  stage config's defaults) with global batch `batch`."""
+  stage config's defaults) with global batch `batch` and the nets' compute
+  `dtype`."""
   sys.path.insert(0, str(ROOT))  # the `configs` package
   from configs import autoencoder, mofa, pipeline, pncc_full  # pylint: disable=g-import-not-at-top
   if size == 'cpu':
@@ -58,6 +64,7 @@ def stage_config(stage: str, size: str, batch: int):
     config.loss.with_gan = True  # the step with both discriminators
     config.loss.with_zgan = True
   config.batch_size = batch
+  config.model.dtype = dtype
   return config
 
 
@@ -137,7 +144,7 @@ def peak_memory_mib() -> float:
 
 
 def run_row(stage: str, size: str, num_devices: int, batch: int,
-            steps: int) -> dict:
+            steps: int, dtype: str = 'float32') -> dict:
   """One row, in this process (the parent set the device count)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -145,7 +152,7 @@ def run_row(stage: str, size: str, num_devices: int, batch: int,
   from pnccface.train import autoencoder, common, mofa, pncc  # pylint: disable=g-import-not-at-top
   if jax.local_device_count() < num_devices:
     return {'skipped': f'{jax.local_device_count()} devices'}
-  config = stage_config(stage, size, batch)
+  config = stage_config(stage, size, batch, dtype)
   module = {'autoencoder': autoencoder, 'pncc': pncc, 'mofa': mofa}[stage]
   devices = jax.local_devices()[:num_devices]
   key = jax.random.PRNGKey(0)
@@ -183,13 +190,13 @@ def run_row(stage: str, size: str, num_devices: int, batch: int,
   return row
 
 
-def child_row(stage, size, num_devices, batch, steps) -> dict:
+def child_row(stage, size, num_devices, batch, steps, dtype) -> dict:
   """`run_row` in a fresh process with `num_devices` forced CPU devices."""
   flags = os.environ.get('XLA_FLAGS', '')
   env = dict(os.environ, XLA_FLAGS=(
       f'{flags} --xla_force_host_platform_device_count={num_devices}'))
   command = [sys.executable, __file__, '--row',
-             f'{stage},{size},{num_devices},{batch},{steps}']
+             f'{stage},{size},{num_devices},{batch},{steps},{dtype}']
   result = subprocess.run(command, env=env, capture_output=True, text=True)
   if result.returncode != 0:
     return {'skipped': 'failed: ' + (result.stderr.strip().splitlines() or
@@ -197,9 +204,9 @@ def child_row(stage, size, num_devices, batch, steps) -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def markdown_row(stage, size, num_devices, batch, row) -> str:
+def markdown_row(stage, size, num_devices, batch, dtype, row) -> str:
   cells = [stage, size, str(row.get('pixels', '')), str(batch),
-           str(num_devices)]
+           str(num_devices), dtype]
   if 'skipped' in row:
     return '| ' + ' | '.join(cells + [f'skipped: {row["skipped"]}'] +
                              [''] * 5) + ' |'
@@ -215,6 +222,9 @@ def main():
   parser.add_argument('--stages', default=','.join(STAGES))
   parser.add_argument('--sizes', default=','.join(SIZES))
   parser.add_argument('--devices', default='1,4')
+  parser.add_argument('--dtypes', default='float32,bfloat16',
+                      help='compute dtypes of the conv nets (float32, '
+                      'bfloat16)')
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--cpu_batch', type=int, default=16,
                       help='global batch at the CPU size (the configs\')')
@@ -224,32 +234,36 @@ def main():
   parser.add_argument('--row', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.row:  # a child: one row, printed as JSON
-    stage, size, devices, batch, steps = args.row.split(',')
+    stage, size, devices, batch, steps, dtype = args.row.split(',')
     print(json.dumps(run_row(stage, size, int(devices), int(batch),
-                             int(steps))))
+                             int(steps), dtype)))
     return
   stage_names = args.stages.split(',')
   size_names = args.sizes.split(',')
-  for name, known in ((stage_names, STAGES), (size_names, SIZES)):
+  dtype_names = args.dtypes.split(',')
+  for name, known in ((stage_names, STAGES), (size_names, SIZES),
+                      (dtype_names, DTYPES)):
     unknown = set(name) - set(known)
     if unknown:
       parser.error(f'unknown {sorted(unknown)}; known: {known}')
   # No JAX here: on a GPU the children need its memory.
   print(f'{args.steps} timed steps per row\n')
-  print('| stage | size | px | global batch | devices | compile s | ms/step '
-        '| images/s | renderer share | peak MiB |')
-  print('|---|---|---|---|---|---|---|---|---|---|')
+  print('| stage | size | px | global batch | devices | dtype | compile s '
+        '| ms/step | images/s | renderer share | peak MiB |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   machine = '?'
   for stage in stage_names:
     for size in size_names:
       batch = args.cpu_batch if size == 'cpu' else args.paper_batch
       for devices in (int(d) for d in args.devices.split(',')):
-        if batch % devices:
-          row = {'skipped': f'batch {batch} not divisible by {devices}'}
-        else:
-          row = child_row(stage, size, devices, batch, args.steps)
-        print(markdown_row(stage, size, devices, batch, row), flush=True)
-        machine = row.get('device', machine)
+        for dtype in dtype_names:
+          if batch % devices:
+            row = {'skipped': f'batch {batch} not divisible by {devices}'}
+          else:
+            row = child_row(stage, size, devices, batch, args.steps, dtype)
+          print(markdown_row(stage, size, devices, batch, dtype, row),
+                flush=True)
+          machine = row.get('device', machine)
   print(f'\nmeasured with {machine}')
 
 
