@@ -104,6 +104,12 @@ def _old(name: str, stage: str) -> dict:
   return json.loads((OLD_CONFIGS / name / f'{stage}.json').read_text())
 
 
+def _models(config: dict) -> list:
+  """The `model` sections of a stage config or of a pipeline's stages."""
+  return [c['model'] for c in (config, *config.values())
+          if isinstance(c, dict) and isinstance(c.get('model'), dict)]
+
+
 # What `upgrade_config` rewrites. configs/real.py has moved on elsewhere
 # since 4d7e273 (MoFa's data and length), so its stages compare on these.
 UPGRADED = ('model', 'face_model_components', 'face_fraction',
@@ -123,6 +129,10 @@ def test_configs_saved_at_4d7e273_upgrade_to_todays(name, config, sections):
     assert pick(workdirs.upgrade_config(old)) == pick(new), stage
     assert workdirs.upgrade_config(new) == new, stage
     assert workdirs.stage_of(new) == workdirs.stage_of(old)
+    # Saved before the nets had a compute dtype: they ran in float32.
+    assert all('dtype' not in m for m in _models(old)), stage
+    dtypes = [m['dtype'] for m in _models(workdirs.upgrade_config(old))]
+    assert dtypes and set(dtypes) == {'float32'}, stage
 
 
 def test_workdir_of_4d7e273_goes_on_with_todays_config(tmp_path):
