@@ -19,10 +19,12 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   # jax's default (1 s) would skip most of the tests' small computations.
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from pnccface import facemodel  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pnccface.data import synthesis  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pnccface.train import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SHARED_DATA = pathlib.Path(
@@ -143,3 +145,21 @@ def tiny_face_model(grid: int = 33, seed: int = 0):
       expression_basis=expression_basis, expression_std=np.full(3, 3.0),
       albedo_mean=albedo.reshape(-1, 3), albedo_basis=albedo_basis,
       albedo_std=np.full(4, 0.05), name='tiny_test_face')
+
+
+def rendered_faces(face_model, seed: int, count: int, size: int) -> dict:
+  """`count` synthetic faces of `face_model` at `size` px, seeded.
+
+  {'image', 'pncc': [count, size, size, 3], 'landmarks_2d': [count, 68, 2]
+  pixels, 'landmark_weights': [count, 68] ones}, float32 numpy.
+  """
+  rng = np.random.default_rng(seed)
+  ranges = synthesis.SamplingRanges(yaw_degrees=30.0, pitch_degrees=10.0,
+                                    roll_degrees=10.0)
+  params = synthesis.sample_face_params(rng, face_model, count, size, ranges)
+  faces = synthesis.render_faces(
+      face_model, params,
+      jnp.asarray(synthesis.random_backgrounds(rng, count, size, size)), size)
+  return {'image': np.asarray(faces.image), 'pncc': np.asarray(faces.pncc),
+          'landmarks_2d': np.asarray(faces.landmarks_2d),
+          'landmark_weights': np.ones((count, 68), np.float32)}

@@ -14,8 +14,7 @@ from pnccface.train import mofa as mofa_train
 from pnccface.train import pncc as pncc_train
 from configs import mofa as mofa_config
 from configs import pncc_few as pncc_few_config
-from tests.conftest import ellipse_faces, tiny_face_model
-from tests.test_train_mofa import _faces
+from tests.conftest import ellipse_faces, rendered_faces, tiny_face_model
 
 # bfloat16 keeps 8 significant bits: each rounding of a layer's inputs,
 # weights or output is off by at most 2**-9 relative, 2**-8 with the
@@ -159,7 +158,7 @@ def test_mofa_train_step_in_bfloat16_lowers_the_loss():
   state = mofa_train.create_train_state(config, face_model,
                                         jax.random.PRNGKey(0))
   state, losses = _losses(mofa_train.make_train_step(config, face_model),
-                          state, _faces(face_model, 0, 8, config.image_size),
+                          state, rendered_faces(face_model, 0, 8, config.image_size),
                           (face_model,), 5)
   assert np.all(np.isfinite(losses)), losses
   assert losses[-1] < (1 - _LEARNED) * losses[0], losses

@@ -4,15 +4,13 @@ summaries and checkpoints; an interrupted run resumes exactly."""
 import importlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pnccface.data import pipeline
-from pnccface.data import synthesis
 from pnccface.train import common
 from pnccface.train import mofa as mofa_train
-from tests.conftest import tiny_face_model
+from tests.conftest import rendered_faces, tiny_face_model
 
 def _config(name):
   config = importlib.import_module(f'configs.{name}').get_config('tiny')
@@ -23,19 +21,6 @@ def _config(name):
 @pytest.fixture(scope='module')
 def face_model():
   return tiny_face_model()
-
-
-def _faces(face_model, seed, count, size):
-  rng = np.random.default_rng(seed)
-  ranges = synthesis.SamplingRanges(yaw_degrees=30.0, pitch_degrees=10.0,
-                                    roll_degrees=10.0)
-  params = synthesis.sample_face_params(rng, face_model, count, size, ranges)
-  faces = synthesis.render_faces(
-      face_model, params,
-      jnp.asarray(synthesis.random_backgrounds(rng, count, size, size)), size)
-  return {'image': np.asarray(faces.image), 'pncc': np.asarray(faces.pncc),
-          'landmarks_2d': np.asarray(faces.landmarks_2d),
-          'landmark_weights': np.ones((count, 68), np.float32)}
 
 
 def _batches(data, batch_size, seed=0):
@@ -71,8 +56,8 @@ def test_config_fields():
 def test_tiny_run_lowers_held_out_losses(face_model, tmp_path):
   config = _config('mofa')
   size = config.image_size
-  train_data = _faces(face_model, 0, 128, size)
-  held_out = _faces(face_model, 1, 32, size)
+  train_data = rendered_faces(face_model, 0, 128, size)
+  held_out = rendered_faces(face_model, 1, 32, size)
   init = mofa_train.create_train_state(config, face_model,
                                        jax.random.PRNGKey(config.seed))
   predict = mofa_train.make_predict_fn(config, face_model)
@@ -101,7 +86,7 @@ def test_pncc_variant_trains_logs_and_checkpoints(face_model, tmp_path):
   config.num_train_steps = 4
   config.checkpoint_every = 2
   size = config.image_size
-  data = _faces(face_model, 2, 16, size)
+  data = rendered_faces(face_model, 2, 16, size)
   eval_fn = mofa_train.make_eval_fn(config, face_model, [data], num_images=3)
   state = mofa_train.train(config, tmp_path, face_model,
                            _batches(data, config.batch_size))
@@ -127,7 +112,7 @@ def test_resume_equals_uninterrupted(face_model, tmp_path):
   config = _config('mofa')
   config.num_train_steps = 6
   config.checkpoint_every = 3
-  data = _faces(face_model, 3, 16, config.image_size)
+  data = rendered_faces(face_model, 3, 16, config.image_size)
   full = mofa_train.train(config, tmp_path / 'full', face_model,
                           _batches(data, config.batch_size))
   mofa_train.train(config, tmp_path / 'split', face_model,
