@@ -546,22 +546,29 @@ def _group_by_tier(tier, num_tiers, method):
   return order, jnp.stack(starts)
 
 
+# Chunked tiers with at most this many offsets take them one at a time.
+_SPLIT_OFFSETS = 4
+
+
 def _chunked_tier(zbuffer, order, start, stop, triangles_of, offsets, chunk,
                   keys_of, method):
   """Rasterizes triangles order[start:stop], `chunk` at a time, at offsets."""
   last = order.shape[0] - 1
+  di, dj = offsets
 
   def body(state):
     offset, zbuffer = state
     positions = offset + jnp.arange(chunk, dtype=jnp.int32)
     corners, meta, boxes = triangles_of(order[jnp.minimum(positions, last)])
-    # Materialised once per triangle: XLA would otherwise fuse the setup
-    # into the per-candidate loop and redo it for each offset, from strided
-    # reads of the gathered corners.
-    setup = lax.optimization_barrier(
-        _triangle_setup(corners, meta, boxes, valid=positions < stop))
-    pixels, keys = keys_of(setup, offsets)
-    return offset + chunk, _zbuffer_min(zbuffer, pixels, keys, method)
+    setup = _triangle_setup(corners, meta, boxes, valid=positions < stop)
+    # A few offsets (the 2x2 tier's 3): one flat [K] pass each, which XLA:CPU
+    # vectorises like the first tier, rather than one [N, K] pass.
+    groups = ([(di[i:i + 1], dj[i:i + 1]) for i in range(len(di))]
+              if len(di) <= _SPLIT_OFFSETS else [(di, dj)])
+    for group in groups:
+      pixels, keys = keys_of(setup, group)
+      zbuffer = _zbuffer_min(zbuffer, pixels, keys, method)
+    return offset + chunk, zbuffer
 
   _, zbuffer = lax.while_loop(lambda state: state[0] < stop, body,
                               (start, zbuffer))
