@@ -23,7 +23,9 @@ flattened: its B * T triangles write into one B * H * W z-buffer.
      Tier k >= 1 holds the triangles with w(k-1) < span <= wk; they are
      grouped by tier once (a prefix count and one scatter, or one `lax.sort`
      for method='sort'), then a `lax.while_loop` takes them ck at a time, each
-     testing a wk x wk window (the whole image for the last tier). The loops
+     testing a wk x wk window (the whole image for the last tier) less the
+     w0 x w0 centres the first tier tested (a window of at most
+     `_SPLIT_OFFSETS` centres is tested one centre per pass). The loops
      run ceil(count / ck) times, so there is no capacity limit: any number of
      large triangles (e.g. a 2-triangle full-screen quad) is rasterised
      exactly, at the cost of more iterations.
