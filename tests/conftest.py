@@ -3,17 +3,38 @@ procedural faces and face model the training tests share."""
 
 import os
 import pathlib
+import shutil
+import tempfile
 
-import numpy as np
-import pytest
+# Tests call train() many times on the same tiny configs, and each call binds
+# and compiles its own step (as a launch script does, once). A persistent
+# compilation cache shared by the session, and by the subprocesses it starts
+# (hence the environment, set before jax is imported), lets XLA compile each
+# computation once. It is fresh per session: no stale entries from another jax
+# or another checkout are ever read.
+_COMPILATION_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _COMPILATION_CACHE = tempfile.mkdtemp(prefix='pnccface_tests_xla_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _COMPILATION_CACHE
+  # jax's default (1 s) would skip most of the tests' small computations.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
-from pnccface import facemodel
-from pnccface.train import common
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from pnccface import facemodel  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pnccface.train import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SHARED_DATA = pathlib.Path(
     os.environ.get('PNCCFACE_SHARED_DATA',
                    pathlib.Path(__file__).resolve().parents[1].parent /
                    'shared' / 'data'))
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _COMPILATION_CACHE is not None:
+    shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

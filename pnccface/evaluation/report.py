@@ -11,7 +11,7 @@ import json
 import math
 import os
 import pathlib
-from typing import Mapping, NamedTuple, Sequence, Union
+from typing import Callable, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -329,14 +329,22 @@ def write_report(rows: Rows, directory: Union[str, os.PathLike],
   Returns:
     (markdown path, json path).
   """
+  return _write_table_files(
+      directory, lambda: format_markdown(rows, paper=paper, caption=caption),
+      lambda: to_json(rows, paper=paper))
+
+
+def _write_table_files(directory: Union[str, os.PathLike],
+                       markdown: Callable[[], str], json_text: Callable[[], str]
+                       ) -> tuple[pathlib.Path, pathlib.Path]:
+  """Writes `table1.md` and `table1.json` (texts built only on process 0)."""
   directory = pathlib.Path(directory)
   markdown_path = directory / 'table1.md'
   json_path = directory / 'table1.json'
-  if not distributed.is_main_process():
-    return markdown_path, json_path
-  directory.mkdir(parents=True, exist_ok=True)
-  markdown_path.write_text(format_markdown(rows, paper=paper, caption=caption))
-  json_path.write_text(to_json(rows, paper=paper))
+  if distributed.is_main_process():  # one writer on a multi-host job
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(markdown())
+    json_path.write_text(json_text())
   return markdown_path, json_path
 
 
@@ -352,21 +360,19 @@ def write_protocol_report(rows_by_protocol: Mapping[str, Rows],
   """
   if DEFAULT_PROTOCOL not in rows_by_protocol:
     raise KeyError(f'no rows for the default protocol {DEFAULT_PROTOCOL!r}')
-  directory = pathlib.Path(directory)
-  markdown_path = directory / 'table1.md'
-  json_path = directory / 'table1.json'
-  if not distributed.is_main_process():
-    return markdown_path, json_path
-  directory.mkdir(parents=True, exist_ok=True)
-  markdown_path.write_text(format_protocols(rows_by_protocol, caption))
-  payload = json.loads(to_json(rows_by_protocol[DEFAULT_PROTOCOL]))
-  payload['protocol'] = DEFAULT_PROTOCOL
-  payload['protocols'] = {
-      name: [{'method': row.method, **row.metrics()}
-             for row in _as_rows(rows)]
-      for name, rows in rows_by_protocol.items()}
-  json_path.write_text(json.dumps(payload, indent=2, allow_nan=True))
-  return markdown_path, json_path
+
+  def json_text() -> str:
+    payload = json.loads(to_json(rows_by_protocol[DEFAULT_PROTOCOL]))
+    payload['protocol'] = DEFAULT_PROTOCOL
+    payload['protocols'] = {
+        name: [{'method': row.method, **row.metrics()}
+               for row in _as_rows(rows)]
+        for name, rows in rows_by_protocol.items()}
+    return json.dumps(payload, indent=2, allow_nan=True)
+
+  return _write_table_files(
+      directory, lambda: format_protocols(rows_by_protocol, caption),
+      json_text)
 
 
 def read_report(directory: Union[str, os.PathLike]) -> list[Table1Row]:
