@@ -145,6 +145,44 @@ def test_full_screen_quad_and_many_large_triangles():
     assert np.mean(ids == ref_ids) >= 0.999
 
 
+def grid_mesh(height, width, step, depths):
+  """Triangles of a grid whose vertices are pixel centres, `step` apart.
+
+  Each cell is two triangles, triangle t at the flat depth depths[t].
+  Returns [3 * T, 3] vertices, unshared (triangle t is rows 3t .. 3t + 2).
+  """
+  corners = []
+  for r in range(0, height - step, step):
+    for c in range(0, width - step, step):
+      a, b = (c + 0.5, r + 0.5), (c + step + 0.5, r + 0.5)
+      d, e = (c + 0.5, r + step + 0.5), (c + step + 0.5, r + step + 0.5)
+      corners += [(a, b, e), (a, e, d)]
+  return np.asarray([[x, y, depths[t]] for t, tri in enumerate(corners)
+                     for x, y in tri], np.float32)
+
+
+@pytest.mark.parametrize('method', ['scatter', 'sort'])
+def test_tiers_exact_on_centres_and_depth_ties(method):
+  # Every vertex on a pixel centre and every centre on edges shared by
+  # several triangles at equal depth: ties go to the smaller id. Step-1
+  # cells have a 2-centre span (the 2x2 tier, which skips the first tier's
+  # centre and takes its offsets one at a time); step-3 cells span 4 centres
+  # (the 4x4 tier), at depth 0 or 1 so that they tie with, or hide, the
+  # step-1 grid at depth 1 (flat triangles: exact depths in the key).
+  height, width = 14, 17
+  fine = grid_mesh(height, width, 1, np.ones(1000))
+  coarse = grid_mesh(height, width, 3,
+                     np.random.default_rng(4).choice([0.0, 1.0], 1000))
+  # Either grid first in id order: ties go to the fine grid, then the coarse.
+  for vertices in (np.concatenate([fine, coarse]),
+                   np.concatenate([coarse, fine])):
+    triangles = np.arange(len(vertices), dtype=np.int32).reshape(-1, 3)
+    ref_ids, _ = reference_rasterize(vertices, triangles, height, width)
+    ids = rasterize_ids(vertices, triangles, height, width, method)
+    np.testing.assert_array_equal(ids, ref_ids)
+    assert len(np.unique(ref_ids)) > 60
+
+
 def test_methods_identical_and_batched():
   rng = np.random.default_rng(2)
   height, width = 32, 40

@@ -23,7 +23,9 @@ flattened: its B * T triangles write into one B * H * W z-buffer.
      Tier k >= 1 holds the triangles with w(k-1) < span <= wk; they are
      grouped by tier once (a prefix count and one scatter, or one `lax.sort`
      for method='sort'), then a `lax.while_loop` takes them ck at a time, each
-     testing a wk x wk window (the whole image for the last tier). The loops
+     testing a wk x wk window (the whole image for the last tier) less the
+     w0 x w0 centres the first tier tested (a window of at most
+     `_SPLIT_OFFSETS` centres is tested one centre per pass). The loops
      run ceil(count / ck) times, so there is no capacity limit: any number of
      large triangles (e.g. a 2-triangle full-screen quad) is rasterised
      exactly, at the cost of more iterations.
@@ -54,6 +56,7 @@ from typing import NamedTuple
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jnp.ndarray
 
@@ -167,16 +170,21 @@ def interpolate(attributes, raster: Raster, vertices_screen,
   batch, height, width = triangle_id.shape
   triangles = jnp.asarray(triangles, jnp.int32)
   attributes = jnp.asarray(attributes)
-  if attributes.ndim == 2:
-    attributes = jnp.broadcast_to(attributes, (batch,) + attributes.shape)
-  if attributes.ndim != 3 or attributes.shape[1] != vertices_screen.shape[1]:
-    raise ValueError('attributes must have shape [B, V, C] or [V, C] with V = '
-                     f'{vertices_screen.shape[1]}, got {attributes.shape}')
+  shared = attributes.ndim == 2
+  if attributes.ndim not in (2, 3) or attributes.shape[-2] != (
+      vertices_screen.shape[1]) or (not shared and
+                                    attributes.shape[0] != batch):
+    raise ValueError('attributes must have shape [B, V, C] or [V, C] with '
+                     f'B = {batch}, V = {vertices_screen.shape[1]}, got '
+                     f'{attributes.shape}')
   covered = (triangle_id >= 0)[..., None]
   vertex_ids = triangles[jnp.maximum(triangle_id, 0)]  # [B, H, W, 3]
-  gather = jax.vmap(lambda values, ids: values[ids])
-  tri_vertices = gather(vertices_screen, vertex_ids)  # [B, H, W, 3, 3]
-  tri_attributes = gather(attributes, vertex_ids)  # [B, H, W, 3, C]
+  rows = _batch_rows(vertex_ids, vertices_screen.shape[1])
+  tri_vertices = _take_rows(vertices_screen, rows)  # [B, H, W, 3, 3]
+  # Shared attributes are read from their [V, C] table by vertex id: no
+  # [B, V, C] copy.
+  tri_attributes = (attributes[vertex_ids] if shared else
+                    _take_rows(attributes, rows))  # [B, H, W, 3, C]
   barycentrics = _pixel_barycentrics(tri_vertices, height, width)
   values = jnp.einsum('bhwk,bhwkc->bhwc', barycentrics, tri_attributes)
   return jnp.where(covered, values, 0.0)
@@ -222,7 +230,23 @@ def _pixel_barycentrics(tri_vertices, height, width):
 
 def _gather_pixel_triangles(vertices, triangles, triangle_id):
   vertex_ids = triangles[jnp.maximum(triangle_id, 0)]
-  return jax.vmap(lambda v, ids: v[ids])(vertices, vertex_ids)
+  return _take_rows(vertices, _batch_rows(vertex_ids, vertices.shape[1]))
+
+
+def _batch_rows(vertex_ids, num_vertices):
+  """[B, ...] vertex ids -> rows of the flattened [B * V, C] vertex table.
+
+  One flat index per entry: a batched (vmap) gather would build a
+  (batch, vertex) index pair per entry instead.
+  """
+  batch = vertex_ids.shape[0]
+  offsets = jnp.arange(batch, dtype=jnp.int32) * num_vertices
+  return vertex_ids + offsets.reshape((batch,) + (1,) * (vertex_ids.ndim - 1))
+
+
+def _take_rows(values, rows):
+  """values [B, V, C], rows [B, ...] from `_batch_rows` -> [B, ..., C]."""
+  return values.reshape(-1, values.shape[-1])[rows]
 
 
 # ----------------------------------------------------------------------------
@@ -250,8 +274,10 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
   depth_lo = jnp.min(depth, axis=1, keepdims=True)
   depth_scale = (2.0**depth_bits - 1) / jnp.maximum(
       jnp.max(depth, axis=1, keepdims=True) - depth_lo, 1e-12)
-  vertices = jnp.concatenate(
-      [vertices[..., :2], ((depth - depth_lo) * depth_scale)[..., None]], -1)
+  # A select, not a concatenate: XLA:CPU's concatenate is a slow
+  # per-element branch.
+  vertices = jnp.where(jnp.arange(3) == 2, (vertices - depth_lo[..., None]) *
+                       depth_scale[..., None], vertices)
   # Structure of arrays: one [T, B] array per corner coordinate, taken as
   # slices of one gather of whole [3, B] rows per corner. Flattening or
   # transposing them costs more than the gathers; and XLA:CPU fuses a gather
@@ -285,7 +311,8 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
 
   zbuffer = jnp.full((batch * num_pixels,), _NO_HIT, jnp.int32)
   first_window = min(tiers[0][0], height, width)
-  pixels, keys = keys_of(corners, meta, boxes, first_window, first_window)
+  pixels, keys = keys_of(_triangle_setup(corners, meta, boxes),
+                         _window_offsets(first_window, first_window))
   zbuffer = _zbuffer_min(zbuffer, pixels, keys, method)
 
   # The other tiers: windows clipped to the image; a tier whose window covers
@@ -310,7 +337,9 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
     order, starts = _group_by_tier(tier, len(chunked), method)
     for k, (_, window_h, window_w, chunk) in enumerate(chunked, start=1):
       zbuffer = _chunked_tier(zbuffer, order, starts[k - 1], starts[k],
-                              triangles_of, window_h, window_w,
+                              triangles_of,
+                              _window_offsets(window_h, window_w,
+                                              skip=first_window),
                               min(chunk, batch * num_triangles), keys_of,
                               method)
   id_mask = (1 << id_bits) - 1
@@ -353,21 +382,43 @@ def _pixel_boxes(corners, height, width):
   return row0, row1, col0, col1
 
 
-def _candidate_keys(corners, meta, boxes, window_h, window_w, *,
-                    height, width, id_bits, depth_bits, valid=None):
-  """Covering (pixel, key) pairs of triangles over windows at their box origin.
+def _window_offsets(window_h, window_w, skip=0):
+  """Static (di, dj) offsets of a window's centres, as two int32 [N] arrays.
+
+  Offsets with di < skip and dj < skip are left out: the first tier has
+  tested those (its skip x skip window at the same box origin) for every
+  triangle already, so a later tier need not repeat them.
+  """
+  di, dj = np.meshgrid(np.arange(window_h), np.arange(window_w),
+                       indexing='ij')
+  keep = ~((di < skip) & (dj < skip))
+  return (jnp.asarray(di[keep], jnp.int32), jnp.asarray(dj[keep], jnp.int32))
+
+
+class _Setup(NamedTuple):
+  """Per-triangle constants of `_candidate_keys`, each [K] (or [T, B])."""
+  edges: tuple  # 3 x (ex, ey, base): w = base + ex * di - ey * dj
+  depths: tuple  # (az, bz, cz) in quantisation steps
+  scale: Array  # 1 / |area| (0 for zero area)
+  row0: Array  # box origin, rows and columns (int32)
+  col0: Array
+  last_row: Array  # last row / column offset in the box; -1 when the
+  last_col: Array  # triangle covers nothing (zero area, invalid)
+  tri_id: Array
+  pixel_offset: Array
+
+
+def _triangle_setup(corners, meta, boxes, valid=None):
+  """Per-triangle constants of the coverage and depth tests.
 
   Args:
     corners: 9 x [K] (or [T, B]) vertex coordinates (see `_pixel_boxes`),
       depth in quantisation steps.
     meta: `_TriangleMeta`; boxes: 4 x [K] (or [T, B]) int32.
-    window_h, window_w: static window size in pixels.
     valid: optional [K] bool; invalid triangles produce no candidate.
 
   Returns:
-    pixels [window_h * window_w * K] int32 (K = T * B for [T, B] inputs),
-    flat pixel index into the
-    batch's z-buffer and keys (the packed depth|id, `_NO_HIT` where not covered).
+    `_Setup`.
   """
   ax, ay, az, bx, by, bz, cx, cy, cz = corners
   row0, row1, col0, col1 = boxes
@@ -385,26 +436,45 @@ def _candidate_keys(corners, meta, boxes, window_h, window_w, *,
     # w(p) = (q - p) x (pixel - p) = ex * (y0 + di - py) - ey * (x0 + dj - px)
     ex, ey = sign * (qx - px), sign * (qy - py)
     edges.append((ex, ey, ex * (y0 - py) - ey * (x0 - px)))
-  rank = (1,) * row0.ndim  # candidates are [window_h, window_w, *triangles]
-  di = jnp.arange(window_h, dtype=jnp.int32).reshape((window_h, 1) + rank)
-  dj = jnp.arange(window_w, dtype=jnp.int32).reshape((1, window_w) + rank)
-  fdi, fdj = di.astype(jnp.float32), dj.astype(jnp.float32)
-  w = [base + ex * fdi - ey * fdj for ex, ey, base in edges]
-  covered = ((area != 0) & (w[0] >= 0) & (w[1] >= 0) & (w[2] >= 0) &
-             (di <= row1 - row0) & (dj <= col1 - col0))
+  covers = area != 0
   if valid is not None:
-    covered &= valid
-  # w were scaled by sign, so sign * inv_area = 1 / |area| normalises them.
-  # Depth is already in quantisation steps (see `_visible_triangles`).
-  depth = (w[0] * az + w[1] * bz + w[2] * cz) * (sign * inv_area)
+    covers &= valid
+  return _Setup(tuple(edges), (az, bz, cz), sign * inv_area, row0, col0,
+                jnp.where(covers, row1 - row0, -1),
+                jnp.where(covers, col1 - col0, -1), meta.tri_id,
+                meta.pixel_offset)
+
+
+def _candidate_keys(setup, offsets, *, height, width, id_bits, depth_bits):
+  """Covering (pixel, key) pairs of triangles at offsets from their box origin.
+
+  Args:
+    setup: `_Setup` of K triangles ([K], or [T, B] broadcasting).
+    offsets: (di, dj), static int32 [N] each (`_window_offsets`).
+
+  Returns:
+    pixels [N * K] int32 (K = T * B for [T, B] inputs), flat pixel index
+    into the batch's z-buffer, and keys (the packed depth|id, `_NO_HIT`
+    where not covered).
+  """
+  rank = (1,) * setup.row0.ndim  # candidates are [N, *triangles]
+  di, dj = (d.reshape((-1,) + rank) for d in offsets)
+  fdi, fdj = di.astype(jnp.float32), dj.astype(jnp.float32)
+  w = [base + ex * fdi - ey * fdj for ex, ey, base in setup.edges]
+  covered = ((w[0] >= 0) & (w[1] >= 0) & (w[2] >= 0) &
+             (di <= setup.last_row) & (dj <= setup.last_col))
+  # w were scaled by sign, so scale = sign / area = 1 / |area| normalises
+  # them. Depth is already in quantisation steps (see `_visible_triangles`).
+  az, bz, cz = setup.depths
+  depth = (w[0] * az + w[1] * bz + w[2] * cz) * setup.scale
   quantised = jnp.clip(jnp.floor(depth), 0, 2.0**depth_bits - 1)
-  keys = (quantised.astype(jnp.int32) << id_bits) | meta.tri_id
+  keys = (quantised.astype(jnp.int32) << id_bits) | setup.tri_id
   keys = jnp.where(covered, keys, _NO_HIT)
   # Uncovered candidates keep an in-range pixel: their `_NO_HIT` key leaves
   # the minimum unchanged, and the pixel index then needs no edge functions.
-  rows = jnp.minimum(row0 + di, height - 1)
-  cols = jnp.minimum(col0 + dj, width - 1)
-  pixels = meta.pixel_offset + rows * width + cols
+  rows = jnp.minimum(setup.row0 + di, height - 1)
+  cols = jnp.minimum(setup.col0 + dj, width - 1)
+  pixels = setup.pixel_offset + rows * width + cols
   pixels = jnp.broadcast_to(pixels, keys.shape)
   return pixels.reshape(-1), keys.reshape(-1)
 
@@ -440,11 +510,11 @@ def _group_by_tier(tier, num_tiers, method):
     starts: [num_tiers + 1] int32, starts[0] = 0.
   """
   num = tier.shape[0]
-  counts = jnp.stack([jnp.sum(tier == k, dtype=jnp.int32)
-                      for k in range(1, num_tiers + 1)])
-  starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(counts)])
   indices = jnp.arange(num, dtype=jnp.int32)
   if method == 'sort':
+    counts = jnp.stack([jnp.sum(tier == k, dtype=jnp.int32)
+                        for k in range(1, num_tiers + 1)])
+    starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(counts)])
     key = jnp.where(tier == 0, num_tiers + 1, tier)
     _, order = lax.sort((key, indices), num_keys=1, is_stable=True)
     return order, starts
@@ -452,12 +522,15 @@ def _group_by_tier(tier, num_tiers, method):
   # flags are laid out [_GROUP_ROWS, columns] and counted down the rows
   # (associative_scan over whole rows: log2(64) vectorised passes instead of
   # log2(N) strided ones), four tiers packed a byte each into one int32; the
-  # per-column totals are then prefix-counted (N / 64 entries). Members are
-  # ranked column by column.
+  # per-column totals are then prefix-counted (N / 64 entries), whose last
+  # entry is the tier's size. Members are ranked column by column. Only the
+  # padded `blocked` copy of `tier` is read: `tier` itself is computed from
+  # the triangles' corners, and XLA would recompute it in each reader.
   columns = -(-num // _GROUP_ROWS)
   blocked = jnp.pad(tier, (0, _GROUP_ROWS * columns - num)).reshape(
       _GROUP_ROWS, columns)
-  rank = jnp.zeros_like(blocked)
+  position = jnp.full_like(blocked, num)  # tier 0 and padding: dropped
+  starts = [jnp.zeros((), jnp.int32)]
   for first in range(1, num_tiers + 1, 4):
     word = range(first, min(first + 4, num_tiers + 1))
     packed = sum(jnp.where(blocked == k, 1 << 8 * (k - first), 0)
@@ -465,28 +538,39 @@ def _group_by_tier(tier, num_tiers, method):
     in_column = lax.associative_scan(jnp.add, packed, axis=0)
     for k in word:
       count = (in_column >> 8 * (k - first)) & 0xFF  # inclusive, per column
-      before = lax.associative_scan(jnp.add, count[-1]) - count[-1]
-      rank = jnp.where(blocked == k, before + count, rank)
-  rank = rank.reshape(-1)[:num]
-  position = jnp.where(tier == 0, num, starts[jnp.maximum(tier - 1, 0)] +
-                       rank - 1)
+      through = lax.associative_scan(jnp.add, count[-1])  # inclusive
+      rank = through - count[-1] + count  # 1-based within the tier
+      position = jnp.where(blocked == k, starts[-1] + rank - 1, position)
+      starts.append(starts[-1] + through[-1])
+  position = position.reshape(-1)[:num]
   order = jnp.zeros((num,), jnp.int32).at[position].set(
       indices, mode='drop', unique_indices=True)
-  return order, starts
+  return order, jnp.stack(starts)
 
 
-def _chunked_tier(zbuffer, order, start, stop, triangles_of, window_h,
-                  window_w, chunk, keys_of, method):
-  """Rasterizes triangles order[start:stop], `chunk` at a time, over windows."""
+# Chunked tiers with at most this many offsets take them one at a time.
+_SPLIT_OFFSETS = 4
+
+
+def _chunked_tier(zbuffer, order, start, stop, triangles_of, offsets, chunk,
+                  keys_of, method):
+  """Rasterizes triangles order[start:stop], `chunk` at a time, at offsets."""
   last = order.shape[0] - 1
+  di, dj = offsets
 
   def body(state):
     offset, zbuffer = state
     positions = offset + jnp.arange(chunk, dtype=jnp.int32)
     corners, meta, boxes = triangles_of(order[jnp.minimum(positions, last)])
-    pixels, keys = keys_of(corners, meta, boxes, window_h, window_w,
-                           valid=positions < stop)
-    return offset + chunk, _zbuffer_min(zbuffer, pixels, keys, method)
+    setup = _triangle_setup(corners, meta, boxes, valid=positions < stop)
+    # A few offsets (the 2x2 tier's 3): one flat [K] pass each, which XLA:CPU
+    # vectorises like the first tier, rather than one [N, K] pass.
+    groups = ([(di[i:i + 1], dj[i:i + 1]) for i in range(len(di))]
+              if len(di) <= _SPLIT_OFFSETS else [(di, dj)])
+    for group in groups:
+      pixels, keys = keys_of(setup, group)
+      zbuffer = _zbuffer_min(zbuffer, pixels, keys, method)
+    return offset + chunk, zbuffer
 
   _, zbuffer = lax.while_loop(lambda state: state[0] < stop, body,
                               (start, zbuffer))
