@@ -1,9 +1,13 @@
-"""Shared test helpers: ../shared/data (skipping when absent) and the small
-procedural faces and face model the training tests share."""
+"""Shared test helpers: ../shared/data (skipping when absent), a per-session
+XLA compilation cache, the small procedural faces and face model the training
+tests share, the brute-force rasterizer, MoFa's true code of synthetic faces
+and the runner of README commands."""
 
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 
 # Tests call train() many times on the same tiny configs, and each call binds
@@ -24,9 +28,12 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from pnccface import facemodel  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pnccface import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pnccface.data import synthesis  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pnccface.models import mofa as mofa_model  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pnccface.train import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(
     os.environ.get('PNCCFACE_SHARED_DATA',
                    pathlib.Path(__file__).resolve().parents[1].parent /
@@ -163,3 +170,82 @@ def rendered_faces(face_model, seed: int, count: int, size: int) -> dict:
   return {'image': np.asarray(faces.image), 'pncc': np.asarray(faces.pncc),
           'landmarks_2d': np.asarray(faces.landmarks_2d),
           'landmark_weights': np.ones((count, 68), np.float32)}
+
+
+# Independent reference: float64 NumPy, every pixel centre in every
+# triangle's bounding box (no windows, tiers or quantisation), inclusive
+# edges, nearest depth then smaller id.
+
+
+def reference_rasterize(vertices, triangles, height, width):
+  """[V, 3], [T, 3] -> ids [H, W] (-1 background), barycentrics [H, W, 3]."""
+  v = np.asarray(vertices, np.float64)
+  tv = v[np.asarray(triangles)]
+  x, y = tv[..., 0], tv[..., 1]
+  col0 = np.clip(np.ceil(x.min(1) - 0.5), 0, width)
+  col1 = np.clip(np.floor(x.max(1) - 0.5), -1, width - 1)
+  row0 = np.clip(np.ceil(y.min(1) - 0.5), 0, height)
+  row1 = np.clip(np.floor(y.max(1) - 0.5), -1, height - 1)
+  num_cols = np.maximum(col1 - col0 + 1, 0).astype(np.int64)
+  num_rows = np.maximum(row1 - row0 + 1, 0).astype(np.int64)
+  count = num_cols * num_rows
+  tri = np.repeat(np.arange(len(tv)), count)
+  offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+  rows = row0[tri].astype(np.int64) + offset // num_cols[tri]
+  cols = col0[tri].astype(np.int64) + offset % num_cols[tri]
+  px, py = cols + 0.5, rows + 0.5
+  a, b, c = tv[tri, 0], tv[tri, 1], tv[tri, 2]
+
+  def edge(p, q, qx, qy):
+    return (q[:, 0] - p[:, 0]) * (qy - p[:, 1]) - (q[:, 1] - p[:, 1]) * (
+        qx - p[:, 0])
+
+  w = np.stack([edge(b, c, px, py), edge(c, a, px, py), edge(a, b, px, py)],
+               -1)
+  area = edge(a, b, c[:, 0], c[:, 1])
+  inside = (area != 0) & np.all(w * np.sign(area)[:, None] >= 0, axis=-1)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    bary = w / area[:, None]
+  depth = np.sum(bary * np.stack([a[:, 2], b[:, 2], c[:, 2]], -1), -1)
+  tri, pixel, depth, bary = (tri[inside], (rows * width + cols)[inside],
+                             depth[inside], bary[inside])
+  order = np.lexsort((tri, depth, pixel))
+  pixel, tri, bary = pixel[order], tri[order], bary[order]
+  first = np.r_[True, pixel[1:] != pixel[:-1]]
+  ids = np.full(height * width, -1)
+  ids[pixel[first]] = tri[first]
+  out_bary = np.zeros((height * width, 3))
+  out_bary[pixel[first]] = bary[first]
+  return ids.reshape(height, width), out_bary.reshape(height, width, 3)
+
+
+def true_face_code(face_model, params, size: int):
+  """The MoFa `FaceCode` that reproduces synthetic faces' parameters
+  (`synthesis.sample_face_params` output) at `size` px."""
+  pose = params.pose_para
+  rotation = np.asarray(geometry.euler_to_rotation(*pose[:, :3].T))
+  lms = np.asarray(face_model.landmarks(face_model.mean_shape))
+  centre_model = lms.mean(axis=0)
+  p = pose[:, 6:7] * np.einsum('bij,j->bi', rotation, centre_model) + pose[:, 3:6]
+  centre_image = np.stack([p[:, 0] - 0.5, size + 1.0 - p[:, 1] - 0.5], -1)
+  s0 = float(mofa_model.default_scale(face_model, size))
+  return mofa_model.FaceCode(
+      shape=params.shape / np.asarray(face_model.shape_std),
+      expression=params.expression / np.asarray(face_model.expression_std),
+      albedo=params.albedo / np.asarray(face_model.albedo_std),
+      angles=jnp.asarray(pose[:, :3]),
+      centre=jnp.asarray((centre_image - size / 2) / size),
+      log_scale=jnp.log(jnp.asarray(pose[:, 6]) / s0),
+      sh=jnp.asarray(params.sh))
+
+
+def run_readme_command(command: str, cwd, data_dir) -> str:
+  """Runs a README `python ...` command in `cwd` (TFDS in `data_dir`);
+  asserts it succeeds and returns its output."""
+  env = dict(os.environ, PYTHONPATH=str(cwd), TFDS_DATA_DIR=str(data_dir))
+  result = subprocess.run(command.replace('python ', f'{sys.executable} ', 1),
+                          shell=True, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=3600)
+  output = result.stdout + result.stderr
+  assert result.returncode == 0, f'{command} failed:\n{output[-5000:]}'
+  return output

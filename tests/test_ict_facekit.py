@@ -11,7 +11,7 @@ from pnccface import geometry
 from pnccface import render
 from pnccface.data import synthesis
 from pnccface.facemodel import ict
-from tests.test_render import reference_rasterize
+from tests.conftest import reference_rasterize
 
 
 @pytest.fixture(scope='module')

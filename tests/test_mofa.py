@@ -7,12 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pnccface import facemodel
-from pnccface import geometry
 from pnccface.data import synthesis
 from pnccface.models import mofa as mofa_model
 from pnccface.train import mofa as mofa_train
-from tests.conftest import tiny_face_model
+from tests.conftest import tiny_face_model, true_face_code
 
 SIZE = 64
 TINY_ALEXNET = dict(conv_features=(8, 16, 16, 16, 16),
@@ -93,32 +91,13 @@ def test_initial_prediction_is_frontal_centred_mean_face(face_model):
   assert float(recon.mask.mean()) > 0.1
 
 
-def _true_code(face_model, params, size):
-  """The FaceCode that reproduces synthetic faces' parameters."""
-  pose = params.pose_para
-  rotation = np.asarray(geometry.euler_to_rotation(*pose[:, :3].T))
-  lms = np.asarray(face_model.landmarks(face_model.mean_shape))
-  centre_model = lms.mean(axis=0)
-  p = pose[:, 6:7] * np.einsum('bij,j->bi', rotation, centre_model) + pose[:, 3:6]
-  centre_image = np.stack([p[:, 0] - 0.5, size + 1.0 - p[:, 1] - 0.5], -1)
-  s0 = float(mofa_model.default_scale(face_model, size))
-  return mofa_model.FaceCode(
-      shape=params.shape / np.asarray(face_model.shape_std),
-      expression=params.expression / np.asarray(face_model.expression_std),
-      albedo=params.albedo / np.asarray(face_model.albedo_std),
-      angles=jnp.asarray(pose[:, :3]),
-      centre=jnp.asarray((centre_image - size / 2) / size),
-      log_scale=jnp.log(jnp.asarray(pose[:, 6]) / s0),
-      sh=jnp.asarray(params.sh))
-
-
 def test_decoder_reproduces_synthetic_faces(face_model):
   rng = np.random.default_rng(3)
   params = synthesis.sample_face_params(rng, face_model, 4, SIZE)
   background = synthesis.random_backgrounds(rng, 4, SIZE, SIZE)
   faces = synthesis.render_faces(face_model, params, jnp.asarray(background),
                                  SIZE)
-  code = _true_code(face_model, params, SIZE)
+  code = true_face_code(face_model, params, SIZE)
   recon = DECODE(code, face_model, jnp.asarray(background))
   np.testing.assert_allclose(recon.vertices_screen, faces.vertices_screen,
                              atol=2e-3 * SIZE)

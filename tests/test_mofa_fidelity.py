@@ -11,8 +11,9 @@ from pnccface.data import synthesis
 from pnccface.models import mofa
 from pnccface.train import mofa as train_mofa
 from configs import mofa as mofa_config
-from tests.conftest import tiny_face_model
-from tests.test_mofa import SIZE, _true_code
+from tests.conftest import tiny_face_model, true_face_code
+
+SIZE = 64  # px, as test_mofa.py
 
 
 def test_config_keeps_mofas_prior_ratios_and_l21():
@@ -90,13 +91,13 @@ def test_vertex_photometric_term_hand_computed():
   np.testing.assert_allclose(float(total), 4 * 0.25, rtol=1e-5)
 
 
-def test_vertex_photometric_term_is_small_for_the_true_code():
+def test_vertex_photometric_term_is_small_for_thetrue_face_code():
   face_model = tiny_face_model()
   rng = np.random.default_rng(3)
   params = synthesis.sample_face_params(rng, face_model, 2, SIZE)
   background = jnp.asarray(synthesis.random_backgrounds(rng, 2, SIZE, SIZE))
   faces = synthesis.render_faces(face_model, params, background, SIZE)
-  code = _true_code(face_model, params, SIZE)
+  code = true_face_code(face_model, params, SIZE)
   batch = {'image': faces.image, 'landmarks_2d': faces.landmarks_2d,
            'landmark_weights': jnp.ones((2, 68))}
   loss_config = ml_collections.ConfigDict(dict(

@@ -6,11 +6,8 @@ from a relative workdir; the tests below use what it trained.
 
 import json
 import os
-import pathlib
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,9 +16,9 @@ from pnccface import api
 from pnccface.evaluation import paper
 from pnccface.evaluation import report
 from configs import pipeline as pipeline_config
+from tests.conftest import REPO, run_readme_command
 
 pytestmark = pytest.mark.slow
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # Lines that open a stage in the default-verbosity log.
 STAGE_START = re.compile(r': training in |annotate: |report: ')
 
@@ -33,16 +30,6 @@ def readme_commands(section: str) -> list[str]:
   code = re.sub(r'\\\n\s*', ' ', body)
   return [line.strip().split('  #')[0].strip() for line in code.splitlines()
           if line.startswith('    python ')]
-
-
-def run_readme_command(command: str, cwd, data_dir) -> str:
-  env = dict(os.environ, PYTHONPATH=str(cwd), TFDS_DATA_DIR=str(data_dir))
-  result = subprocess.run(command.replace('python ', f'{sys.executable} ', 1),
-                          shell=True, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=3600)
-  output = result.stdout + result.stderr
-  assert result.returncode == 0, f'{command} failed:\n{output[-5000:]}'
-  return output
 
 
 @pytest.fixture(scope='module')

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from configs import real
 from pnccface.evaluation import paper
-from tests import test_pipeline
+from tests.conftest import REPO, run_readme_command
 
 COMMAND = ('python launch/pipeline.py --config=configs/real.py:tiny '
            '--workdir=workdirs/real_tiny')
@@ -46,7 +46,7 @@ def check_ablation_table(workdir) -> None:
 def run_real_photo_cell(monkeypatch, real_workdir, aflw_dir) -> dict:
   """Runs the notebook's real-photo cell (its last) in a fresh namespace."""
   notebook = json.loads(
-      (test_pipeline.REPO / 'notebooks' / 'quickstart.ipynb').read_text())
+      (REPO / 'notebooks' / 'quickstart.ipynb').read_text())
   cell = [c for c in notebook['cells'] if c['cell_type'] == 'code'][-1]
   monkeypatch.setenv('PNCCFACE_REAL_WORKDIR', str(real_workdir))
   monkeypatch.setenv('PNCCFACE_AFLW2000_DIR', str(aflw_dir))
@@ -111,12 +111,12 @@ def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory,
                                             monkeypatch):
   root = tmp_path_factory.mktemp('real')
   clone = root / 'pnccface'
-  shutil.copytree(test_pipeline.REPO, clone, ignore=shutil.ignore_patterns(
+  shutil.copytree(REPO, clone, ignore=shutil.ignore_patterns(
       '.git', 'workdirs', '.venv', '__pycache__', '*.egg-info'))
   (root / 'shared').mkdir()
   (root / 'shared' / 'data').symlink_to(shared_data)  # ../shared/data
   tfds_dir = tmp_path_factory.mktemp('tfds')
-  output = test_pipeline.run_readme_command(COMMAND, clone, tfds_dir)
+  output = run_readme_command(COMMAND, clone, tfds_dir)
   report = clone / 'workdirs' / 'real_tiny' / 'report'
   table = json.loads((report / 'aflw2000_3d_landmarks.json').read_text())
   jpgs = list((shared_data / 'aflw2000_3d_sample').glob('image*.jpg'))
@@ -142,7 +142,7 @@ def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory,
 
   # Re-evaluation of the finished workdir (no training): same table, figure.
   shutil.rmtree(report)
-  output = test_pipeline.run_readme_command(
+  output = run_readme_command(
       EVALUATE, clone, tmp_path_factory.mktemp('tfds'))
   assert 'training in' not in output
   again = json.loads((report / 'aflw2000_3d_landmarks.json').read_text())
@@ -158,5 +158,5 @@ def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory,
   assert _png_size(workdir / 'quickstart_real.png') == (side + 2, 2 * side + 2)
 
   # The stage-1 ablation on the real config, reusing the pipeline's stages.
-  test_pipeline.run_readme_command(ABLATION, clone, tfds_dir)
+  run_readme_command(ABLATION, clone, tfds_dir)
   check_ablation_table(workdir.resolve())

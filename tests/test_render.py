@@ -11,54 +11,7 @@ import scipy.io
 from pnccface import geometry
 from pnccface import render
 from pnccface.render import meshes
-
-
-# ----------------------------------------------------------------------------
-# Independent reference: float64 NumPy, every pixel centre in every
-# triangle's bounding box (no windows, tiers or quantisation), inclusive
-# edges, nearest depth then smaller id.
-
-
-def reference_rasterize(vertices, triangles, height, width):
-  """[V, 3], [T, 3] -> ids [H, W] (-1 background), barycentrics [H, W, 3]."""
-  v = np.asarray(vertices, np.float64)
-  tv = v[np.asarray(triangles)]
-  x, y = tv[..., 0], tv[..., 1]
-  col0 = np.clip(np.ceil(x.min(1) - 0.5), 0, width)
-  col1 = np.clip(np.floor(x.max(1) - 0.5), -1, width - 1)
-  row0 = np.clip(np.ceil(y.min(1) - 0.5), 0, height)
-  row1 = np.clip(np.floor(y.max(1) - 0.5), -1, height - 1)
-  num_cols = np.maximum(col1 - col0 + 1, 0).astype(np.int64)
-  num_rows = np.maximum(row1 - row0 + 1, 0).astype(np.int64)
-  count = num_cols * num_rows
-  tri = np.repeat(np.arange(len(tv)), count)
-  offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-  rows = row0[tri].astype(np.int64) + offset // num_cols[tri]
-  cols = col0[tri].astype(np.int64) + offset % num_cols[tri]
-  px, py = cols + 0.5, rows + 0.5
-  a, b, c = tv[tri, 0], tv[tri, 1], tv[tri, 2]
-
-  def edge(p, q, qx, qy):
-    return (q[:, 0] - p[:, 0]) * (qy - p[:, 1]) - (q[:, 1] - p[:, 1]) * (
-        qx - p[:, 0])
-
-  w = np.stack([edge(b, c, px, py), edge(c, a, px, py), edge(a, b, px, py)],
-               -1)
-  area = edge(a, b, c[:, 0], c[:, 1])
-  inside = (area != 0) & np.all(w * np.sign(area)[:, None] >= 0, axis=-1)
-  with np.errstate(divide='ignore', invalid='ignore'):
-    bary = w / area[:, None]
-  depth = np.sum(bary * np.stack([a[:, 2], b[:, 2], c[:, 2]], -1), -1)
-  tri, pixel, depth, bary = (tri[inside], (rows * width + cols)[inside],
-                             depth[inside], bary[inside])
-  order = np.lexsort((tri, depth, pixel))
-  pixel, tri, bary = pixel[order], tri[order], bary[order]
-  first = np.r_[True, pixel[1:] != pixel[:-1]]
-  ids = np.full(height * width, -1)
-  ids[pixel[first]] = tri[first]
-  out_bary = np.zeros((height * width, 3))
-  out_bary[pixel[first]] = bary[first]
-  return ids.reshape(height, width), out_bary.reshape(height, width, 3)
+from tests.conftest import reference_rasterize
 
 
 def random_soup(rng, height, width, num_small=300, num_medium=30,
