@@ -22,7 +22,7 @@ process per row); on GPU/TPU rows needing more devices than present are
 skipped. `--dtypes`: the conv nets' compute dtype (`config.model.dtype`,
 pnccface/models/precision.py; params, losses, decode and renderer stay
 float32), both by default so that one run gives both figures; on a CPU
-without native bfloat16 matrix units, bfloat16 is expected to be slower.
+without native bfloat16 matrix units, bfloat16 can be slower (it depends on the op).
 Columns: compile time of the step; ms per step and images/s (mean
 over `--steps` steps after one warm-up step); for MoFa the share of the step
 spent in the renderer (a pmapped forward+backward of `render_shaded` alone,
