@@ -19,7 +19,10 @@ flattened: its B * T triangles write into one B * H * W z-buffer.
      triangle tests the w0 x w0 centres at the top-left of its box (face-mesh
      triangles are about a pixel wide: at 224x224 the 76k-triangle 3DDFA
      face has 80% of its triangles covering at most one centre, so a single
-     test settles them; a 2x2 first window would quadruple the work).
+     test settles them; a 2x2 first window would quadruple the work). It
+     runs over chunks of the triangles in a loop (`_FIRST_TIER_CANDIDATES`
+     triangles x images per iteration), which also records each triangle's
+     tier.
      Tier k >= 1 holds the triangles with w(k-1) < span <= wk; they are
      grouped by tier once (a prefix count and one scatter, or one `lax.sort`
      for method='sort'), then a `lax.while_loop` takes them ck at a time, each
@@ -279,19 +282,6 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
   # per-element branch.
   vertices = jnp.where(jnp.arange(3) == 2, (vertices - depth_lo[..., None]) *
                        depth_scale[..., None], vertices)
-  # Structure of arrays: one [T, B] array per corner coordinate, taken as
-  # slices of one gather of whole [3, B] rows per corner. Flattening or
-  # transposing them costs more than the gathers; and XLA:CPU fuses a gather
-  # with a single consumer into it, which turns the per-candidate loop below
-  # into scalar code (each measured several times slower on one core).
-  # Flat triangle index: t * B + b.
-  by_vertex = jnp.transpose(vertices, (1, 2, 0))  # [V, 3, B]
-  rows = [by_vertex[triangles[:, k]] for k in range(3)]  # 3 x [T, 3, B]
-  corners = tuple(row[:, axis] for row in rows for axis in range(3))
-  meta = _TriangleMeta(
-      tri_id=jnp.arange(num_triangles, dtype=jnp.int32)[:, None],
-      pixel_offset=jnp.arange(batch, dtype=jnp.int32)[None, :] * num_pixels)
-  boxes = _pixel_boxes(corners, height, width)
   flat_vertices = vertices.reshape(-1, 3)
 
   def triangles_of(flat_ids):
@@ -309,13 +299,7 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
 
   keys_of = functools.partial(_candidate_keys, height=height, width=width,
                               id_bits=id_bits, depth_bits=depth_bits)
-
-  zbuffer = jnp.full((batch * num_pixels,), _NO_HIT, jnp.int32)
   first_window = min(tiers[0][0], height, width)
-  pixels, keys = keys_of(_triangle_setup(corners, meta, boxes),
-                         _window_offsets(first_window, first_window))
-  zbuffer = _zbuffer_min(zbuffer, pixels, keys, method)
-
   # The other tiers: windows clipped to the image; a tier whose window covers
   # the image takes every remaining triangle and ends the list.
   chunked = []
@@ -324,10 +308,11 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
       chunked.append((None, height, width, chunk))
       break
     chunked.append((window, min(window, height), min(window, width), chunk))
-  if chunked:
-    row0, row1, col0, col1 = (box.reshape(-1) for box in boxes)
+
+  def tier_of(boxes):
+    """[T', B] tier of each triangle: k >= 1 for chunked tier k, else 0."""
+    row0, row1, col0, col1 = boxes
     span = jnp.maximum(row1 - row0, col1 - col0) + 1
-    # tier[i] = k >= 1 when triangle i belongs to chunked tier k, else 0.
     tier = jnp.zeros_like(span)
     lower = first_window
     for k, (window, _, _, _) in enumerate(chunked, start=1):
@@ -335,7 +320,50 @@ def _visible_triangles(vertices, triangles, height, width, method, tiers):
           span <= window)
       tier = jnp.where(upper, k, tier)
       lower = window
-    order, starts = _group_by_tier(tier, len(chunked), method)
+    return tier
+
+  # First tier, `first_chunk` triangles (of every image) per loop iteration.
+  # Structure of arrays: one [T', B] array per corner coordinate, taken as
+  # slices of one gather of whole [3, B] rows per corner from the [V, 3, B]
+  # table. The loop makes that table an operand, computed once: at top level
+  # XLA:CPU fused the transpose into each gather, which then read 16 strided
+  # elements per row. Flat triangle index: t * B + b.
+  by_vertex = jnp.transpose(vertices, (1, 2, 0))  # [V, 3, B]
+  first_chunk = max(1, min(num_triangles, _FIRST_TIER_CANDIDATES // batch))
+  num_chunks = -(-num_triangles // first_chunk)
+  # Padding triangles (vertex 0 three times) are marked invalid: their ids
+  # do not fit the key.
+  padding = num_chunks * first_chunk - num_triangles
+  padded = jnp.pad(triangles, ((0, padding), (0, 0)))
+  first_offsets = _window_offsets(first_window, first_window)
+
+  def first_tier(c, state):
+    zbuffer, tier = state
+    start = c * first_chunk
+    chunk_triangles = lax.dynamic_slice_in_dim(padded, start, first_chunk)
+    rows = [by_vertex[chunk_triangles[:, k]] for k in range(3)]  # [T', 3, B]
+    corners = tuple(row[:, axis] for row in rows for axis in range(3))
+    meta = _TriangleMeta(
+        tri_id=start + jnp.arange(first_chunk, dtype=jnp.int32)[:, None],
+        pixel_offset=jnp.arange(batch, dtype=jnp.int32)[None, :] *
+        num_pixels)
+    boxes = _pixel_boxes(corners, height, width)
+    valid = meta.tri_id < num_triangles if padding else None
+    pixels, keys = keys_of(_triangle_setup(corners, meta, boxes, valid),
+                           first_offsets)
+    zbuffer = _zbuffer_min(zbuffer, pixels, keys, method)
+    if chunked:
+      tier = lax.dynamic_update_slice_in_dim(
+          tier, tier_of(boxes).reshape(-1), start * batch, axis=0)
+    return zbuffer, tier
+
+  zbuffer = jnp.full((batch * num_pixels,), _NO_HIT, jnp.int32)
+  tier = jnp.zeros((num_chunks * first_chunk * batch,), jnp.int32)
+  zbuffer, tier = lax.fori_loop(0, num_chunks, first_tier, (zbuffer, tier))
+
+  if chunked:
+    order, starts = _group_by_tier(tier[:num_triangles * batch],
+                                   len(chunked), method)
     for k, (_, window_h, window_w, chunk) in enumerate(chunked, start=1):
       zbuffer = _chunked_tier(zbuffer, order, starts[k - 1], starts[k],
                               triangles_of,
@@ -417,7 +445,8 @@ def _triangle_setup(corners, meta, boxes, valid=None):
     corners: 9 x [K] (or [T, B]) vertex coordinates (see `_pixel_boxes`),
       depth in quantisation steps.
     meta: `_TriangleMeta`; boxes: 4 x [K] (or [T, B]) int32.
-    valid: optional [K] bool; invalid triangles produce no candidate.
+    valid: optional bool, [K] or broadcasting; invalid triangles produce no
+      candidate.
 
   Returns:
     `_Setup`.
@@ -552,6 +581,8 @@ def _group_by_tier(tier, num_tiers, method):
 
 # Candidates per pass of a chunked tier: window offsets per pass x chunk.
 _PASS_CANDIDATES = 16384
+# Candidates per iteration of the first tier: triangles x images.
+_FIRST_TIER_CANDIDATES = 65536
 
 
 def _chunked_tier(zbuffer, order, start, stop, triangles_of, offsets, chunk,
