@@ -8,7 +8,8 @@ working tree's, renders the 3DDFA no-neck mesh (else render_bench's sphere)
 at 224x224, batch 16, with each, checks that the triangle ids are identical,
 then times them alternately: the forward PNCC render (rasterize +
 interpolate of the NCC) or forward+backward of a photometric loss through
-`interpolate`. Prints CPU time per image (process_time; min and median).
+`interpolate`. Prints CPU time per image (process_time; min and median) and
+the median of the per-round new/old ratios.
 `--threads=1` (default) pins the process to one core with XLA's
 multi-threaded Eigen off, as render_bench's single-thread row.
 """
@@ -107,6 +108,11 @@ def main():
     print(f'{args.mode} {k}: min {min(t):.2f}, median {np.median(t):.2f} '
           f'ms/image CPU time ({args.threads} thread(s), {args.repeats} '
           'repeats, interleaved)')
+  # Each round times old and new back to back: their ratio is steadier than
+  # either time when other processes share the machine.
+  ratios = np.asarray(times['new']) / np.asarray(times['old'])
+  print(f'{args.mode} new/old per round: median {np.median(ratios):.3f} '
+        f'(min {ratios.min():.3f}, max {ratios.max():.3f})')
 
 
 if __name__ == '__main__':
