@@ -308,6 +308,7 @@ def pncc_yaw_errors(pncc_config, workdir, model: MorphableModel,
   """
   predict = pncc_train.make_predict_fn(pncc_config)
   variables = common.load_apply_variables(workdir)
+  decoder = pncc_pose.ncc_decoder(model)  # once, not per batch
   out = {'ground_truth_pncc': [], 'predicted': []}
   for batch in stages.stage_eval_batches(
       pncc_config, pncc_config.model.resolution, data_dir):
@@ -319,7 +320,8 @@ def pncc_yaw_errors(pncc_config, workdir, model: MorphableModel,
     mask = np.asarray(pncc_train.resize_area(
         common.unshard(batch['mask'], 4), size))[..., 0] > 0.99
     for key, value in pncc.items():
-      out[key].append(pncc_pose.pncc_pose_degrees(value, mask, model)[:, 1])
+      out[key].append(pncc_pose.pncc_pose_degrees(
+          value, mask, decoder=decoder)[:, 1])
   out = {k: np.concatenate(v) for k, v in out.items()}
   out['truth'] = heldout_yaw_degrees(pncc_config, data_dir)
   return out
