@@ -362,7 +362,11 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
   stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder',
                          data_dir, force)
   model = pncc_target_model(config.pncc_few, data_dir)
-  table, reference, num_eval = {}, {}, None
+  # The caption's count of yaw-scored faces: pncc_few's eval split, which it
+  # names.
+  num_eval = (None if model is None else
+              len(heldout_yaw_degrees(config.pncc_few, data_dir)))
+  table, reference = {}, {}
   for k, (name, (skips, decoder)) in enumerate(ABLATION_VARIANTS.items()):
     table[name] = {}
     for label, base in (('PNCC_few', config.pncc_few),
@@ -387,7 +391,6 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
             yaws['predicted'], yaws['truth']).mean())
         reference.setdefault(label, float(metrics.yaw_absolute_error(
             yaws['ground_truth_pncc'], yaws['truth']).mean()))
-        num_eval = len(yaws['truth'])
       table[name][label] = row
       logging.info('ablation | %s | %s | %s', name, label, row)
   text = _ablation_markdown(table, reference, config, num_eval)
