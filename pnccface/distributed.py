@@ -21,7 +21,10 @@ written once (summaries, reports, figures, config.json, annotated datasets)
 are guarded by `is_main_process()`; work on a shared disk that must happen
 once before the others read it (building a TFDS dataset, claiming a workdir)
 runs under `main_process_first`. Evaluation: each process evaluates its
-`process_share` of the batches and `sum_across_processes` adds the sums.
+`process_share` of the batches and `sum_across_processes` adds the sums;
+per-image results (the Table-1 predictions) are computed on each process's
+`process_rows` and put back together, in order, on every process by
+`gather_rows`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from absl import flags
 from absl import logging
@@ -147,3 +150,85 @@ def sum_across_processes(values: Sequence[float]) -> np.ndarray:
   if jax.process_count() == 1:
     return values
   return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+
+
+def _rows_per_process(num_rows: int) -> int:
+  return -(-num_rows // jax.process_count())  # ceil
+
+
+def process_rows(num_rows: int) -> slice:
+  """This process's contiguous block of `num_rows` rows (e.g. the images of
+  an evaluation): blocks of ceil(num_rows / process_count()) in process
+  order, the last ones shorter or empty; slice(0, num_rows) in a single
+  process. `gather_rows` puts the blocks' results back in row order."""
+  if num_rows < 0:
+    raise ValueError(f'num_rows must be >= 0, got {num_rows}')
+  per = _rows_per_process(num_rows)
+  start = min(jax.process_index() * per, num_rows)
+  return slice(start, min(start + per, num_rows))
+
+
+# Bytes of one all-gather call, over all processes: bounds the host (and
+# accelerator) memory of gathering e.g. [N, V, 3] vertices in chunks of rows.
+_GATHER_CHUNK_BYTES = 1 << 28
+
+
+def gather_rows(local: Any, num_rows: int) -> Any:
+  """Every process's per-row results of its `process_rows(num_rows)`, in row
+  order, on every process (each calls it with its own block).
+
+  Args:
+    local: a pytree of arrays [n, ...] with n = this process's block length;
+      trailing shapes and dtypes the same on every process, also where n = 0
+      (more processes than rows). Any dtype: rows travel as raw bytes, so
+      float64 stays float64 and the values are exact.
+    num_rows: the total, as given to `process_rows`.
+
+  Returns:
+    The pytree of numpy arrays [num_rows, ...]; in a single process `local`
+    itself (as numpy).
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(local)
+  leaves = [np.asarray(x) for x in leaves]
+  if jax.process_count() == 1:
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+  block = process_rows(num_rows)
+  count = block.stop - block.start
+  widths = []  # bytes per row of each leaf
+  for x in leaves:
+    if x.ndim == 0 or len(x) != count:
+      raise ValueError(
+          f'gather_rows: process {jax.process_index()} holds rows '
+          f'{block.start}:{block.stop} ({count}) but a leaf has shape '
+          f'{x.shape}')
+    widths.append(x.dtype.itemsize * int(np.prod(x.shape[1:])))
+  row_bytes = sum(widths)
+  # Collective calls below are the same on every process (their count
+  # depends only on num_rows and row_bytes, checked equal first).
+  meta = np.asarray(multihost_utils.process_allgather(
+      np.array([count, row_bytes], np.int32)))
+  if len(set(meta[:, 1].tolist())) > 1:
+    raise ValueError('gather_rows: the processes\' rows differ in shape or '
+                     f'dtype: bytes per row by process {meta[:, 1].tolist()}')
+  per = _rows_per_process(num_rows)
+  # This block's rows as raw bytes, leaves side by side, padded to `per`.
+  padded = np.zeros((per, row_bytes), np.uint8)
+  offset = 0
+  for x, width in zip(leaves, widths):
+    padded[:count, offset:offset + width] = np.ascontiguousarray(
+        x).reshape(count, width // x.dtype.itemsize).view(np.uint8)
+    offset += width
+  step = max(1, _GATHER_CHUNK_BYTES // max(1, row_bytes * len(meta)))
+  chunks = [np.asarray(multihost_utils.process_allgather(
+      padded[start:start + step])) for start in range(0, per, step)
+            if row_bytes]  # each [processes, rows, row_bytes]
+  gathered = (np.concatenate(chunks, axis=1) if chunks else
+              np.zeros((len(meta), per, row_bytes), np.uint8))
+  # Block p starts at row p * per: flattening puts every row in its place.
+  flat = gathered.reshape(-1, row_bytes)[:num_rows]
+  out, offset = [], 0
+  for x, width in zip(leaves, widths):
+    out.append(np.ascontiguousarray(flat[:, offset:offset + width]).view(
+        x.dtype).reshape(num_rows, *x.shape[1:]))
+    offset += width
+  return jax.tree_util.tree_unflatten(treedef, out)

@@ -1,7 +1,8 @@
 """Shared test helpers: ../shared/data (skipping when absent), a per-session
 XLA compilation cache, the small procedural faces and face model the training
-tests share, the brute-force rasterizer, MoFa's true code of synthetic faces
-and the runner of README commands."""
+tests share, the brute-force rasterizer, MoFa's true code of synthetic faces,
+the runner of README commands and several processes faked in one
+(`as_processes`)."""
 
 import os
 import pathlib
@@ -23,6 +24,8 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   # jax's default (1 s) would skip most of the tests' small computations.
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -52,6 +55,37 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f'shared data not found at {SHARED_DATA}')
   return SHARED_DATA
+
+
+def as_processes(monkeypatch, count, fn):
+  """fn() run as each of `count` processes in turn (jax.process_index and
+  process_count faked), its all-gathers answered from every process's
+  calls: a first pass records each process's arguments (answering each with
+  copies of its own), a second answers the k-th call with the k-th calls of
+  all processes stacked. Returns the second pass's results by process."""
+  sent = [[] for _ in range(count)]
+  state = {}
+
+  def allgather(x, tiled=False):
+    assert not tiled
+    process, calls = state['process'], sent[state['process']]
+    if state['record']:
+      calls.append(np.asarray(x))
+      return np.stack([np.asarray(x)] * count)
+    k = state['calls']
+    state['calls'] += 1
+    return np.stack([sent[q][k] for q in range(count)])
+
+  monkeypatch.setattr(jax, 'process_count', lambda: count)
+  monkeypatch.setattr(jax, 'process_index', lambda: state['process'])
+  monkeypatch.setattr(multihost_utils, 'process_allgather', allgather)
+  results = []
+  for record in (True, False):
+    results = []
+    for process in range(count):
+      state.update(process=process, record=record, calls=0)
+      results.append(fn())
+  return results
 
 
 def ellipse_faces(seed: int, n: int, size: int = 32) -> dict:

@@ -1,8 +1,11 @@
-"""Sparse 68-landmark NME on the 60 shared AFLW2000-3D samples."""
+"""Sparse 68-landmark NME on the 60 shared AFLW2000-3D samples; the
+model-landmark rows split over (faked) processes."""
 
 import dataclasses
 import pathlib
+import types
 
+import jax
 import numpy as np
 import pytest
 
@@ -10,6 +13,8 @@ from pnccface import facemodel
 from pnccface.data import crop
 from pnccface.evaluation import aflw
 from pnccface.evaluation import metrics
+from pnccface.evaluation import paper
+from tests.conftest import as_processes
 
 
 @pytest.fixture(scope='module')
@@ -142,3 +147,42 @@ def test_face_crops_show_the_landmarks_inside(release):
     # margin 0.4: the landmarks' extent is 1 / 1.8 of the side, centred.
     assert np.ptp(inside, 0).max() == pytest.approx(48 / 1.8, rel=1e-3)
     assert inside.min() > 48 * 0.2 and inside.max() < 48 * 0.8
+
+
+class _CountingReconstructor:
+  """Stands in for `api.Reconstructor`: landmarks and angles computed from
+  each crop's pixels alone (so a face's result does not depend on its
+  batch); counts the crops it reconstructs."""
+  input_size = 32
+
+  def __init__(self):
+    self.count = 0
+
+  def reconstruct(self, images):
+    self.count += len(images)
+    colour = images.mean(axis=(1, 2)).astype(np.float32)  # [B, 3]
+    grid = np.arange(68 * 2, dtype=np.float32).reshape(68, 2) / 8
+    return types.SimpleNamespace(
+        landmarks_2d=grid + 30 * colour[:, None, :2],
+        pitch_degrees=colour[:, 0], yaw_degrees=colour[:, 1],
+        roll_degrees=colour[:, 2])
+
+
+@pytest.mark.parametrize('count', [2, 9])
+def test_aflw_rows_split_over_processes_equal_one_process(release,
+                                                          monkeypatch, count):
+  params = release[0][:7]
+  folder = pathlib.Path(params[0].path).parent
+  single = _CountingReconstructor()
+  landmarks, angles = paper.predict_aflw_rows(single, folder, params, 0.2)
+  assert single.count == 7 and landmarks.shape == (7, 68, 2)
+  assert angles.shape == (7, 3) and np.ptp(angles[:, 1]) > 0
+  # Two processes: 4 + 3 faces; nine: one each, two with none.
+  reconstructors = [_CountingReconstructor() for _ in range(count)]
+  results = as_processes(monkeypatch, count, lambda: paper.predict_aflw_rows(
+      reconstructors[jax.process_index()], folder, params, 0.2))
+  for got_landmarks, got_angles in results:
+    np.testing.assert_array_equal(got_landmarks, landmarks)
+    np.testing.assert_array_equal(got_angles, angles)
+  per_pass = [r.count // 2 for r in reconstructors]  # as_processes: 2 passes
+  assert per_pass == ([4, 3] if count == 2 else [1] * 7 + [0, 0])

@@ -6,7 +6,9 @@ final parameters must equal one process with 4 forced devices on the same
 data and seed: for a toy pmapped model, and for the real PNCC and MoFa
 stages (`stages.run_pncc` / `run_mofa`: their data pipelines, orbax
 checkpoints, config.json) trained, stopped, and resumed by a second
-invocation. On a heavily loaded machine JAX's CPU collectives (gloo) can
+invocation. Table 1 of a trained MoFa (`paper.evaluate_table1`) by two
+processes equals one process's, each of the two reconstructing half of the
+faces. On a heavily loaded machine JAX's CPU collectives (gloo) can
 fail with "Gloo context initialization failed: DEADLINE_EXCEEDED" when one
 process reaches a pmapped step over 30 s after the other.
 """
@@ -27,6 +29,7 @@ import pytest
 
 from pnccface import distributed
 from pnccface.train import common
+from tests.conftest import as_processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -124,18 +127,66 @@ def test_initialize_single_process_and_bad_arguments():
   assert distributed.is_main_process()
 
 
-# The real stages, shrunk: 16 training faces, 8 eval faces, global batch 8
-# (2 per device), 2 updates, then a second invocation resumes to 4.
-_STAGES_WORKER = textwrap.dedent('''
+@pytest.mark.parametrize('num_rows,count', [(7, 3), (8, 2), (2, 3), (0, 2),
+                                            (5, 1)])
+def test_process_rows_and_gather_rows_rebuild_every_row_in_order(
+    monkeypatch, num_rows, count):
+  rng = np.random.default_rng(num_rows)
+  full = {'vertices': rng.normal(size=(num_rows, 4, 3)),  # float64
+          'yaw': rng.normal(size=num_rows).astype(np.float32),
+          'flags': (rng.uniform(size=(num_rows, 2)) > 0.5,)}
+  blocks = []
+
+  def process():
+    rows = distributed.process_rows(num_rows)
+    blocks.append(range(num_rows)[rows])
+    local = jax.tree_util.tree_map(lambda x: x[rows], full)
+    return distributed.gather_rows(local, num_rows)
+
+  for result in as_processes(monkeypatch, count, process):
+    for got, want in zip(jax.tree_util.tree_leaves(result),
+                         jax.tree_util.tree_leaves(full)):
+      assert got.dtype == want.dtype and got.shape == want.shape
+      np.testing.assert_array_equal(got, want)  # bit for bit
+  # Each process's block, in process order, is the next run of rows.
+  assert [i for b in blocks[-count:] for i in b] == list(range(num_rows))
+  assert max(map(len, blocks)) == -(-num_rows // count)
+
+
+def test_gather_rows_names_blocks_of_the_wrong_length_or_dtype(monkeypatch):
+  def wrong_length():
+    return distributed.gather_rows(np.zeros((5, 2)), 8)
+
+  with pytest.raises(ValueError, match='rows 0:4'):
+    as_processes(monkeypatch, 2, wrong_length)
+
+  def wrong_dtype():  # process 1 sends float32 rows, process 0 float64
+    dtype = np.float32 if jax.process_index() else np.float64
+    return distributed.gather_rows(np.zeros((4, 2), dtype), 8)
+
+  with pytest.raises(ValueError, match=r'bytes per row by process \[16, 8\]'):
+    as_processes(monkeypatch, 2, wrong_dtype)
+
+
+# The start of the workers below: `_launch`'s argv, then jax.distributed
+# on localhost when there are several processes; `args` are the rest.
+_WORKER_START = textwrap.dedent('''
     import sys
-    import jax
-    from pnccface import distributed, stages
-    from configs import mofa, pncc_full
-    num_processes, process_id, port, root, data_dir, phase = sys.argv[1:]
+    from pnccface import distributed
+    num_processes, process_id, port, *args = sys.argv[1:]
     num_processes, process_id = int(num_processes), int(process_id)
     if num_processes > 1:
       distributed.initialize('on', f'localhost:{port}', num_processes,
                              process_id)
+''')
+
+# The real stages, shrunk: 16 training faces, 8 eval faces, global batch 8
+# (2 per device), 2 updates, then a second invocation resumes to 4.
+_STAGES_WORKER = _WORKER_START + textwrap.dedent('''
+    import jax
+    from pnccface import stages
+    from configs import mofa, pncc_full
+    root, data_dir, phase = args
     assert jax.device_count() == 4, jax.devices()
     stop = 2 if phase == 'first' else None
     for get_config in (pncc_full.get_config, mofa.get_config):
@@ -151,12 +202,56 @@ _STAGES_WORKER = textwrap.dedent('''
 ''')
 
 
+def _cache_env(cache):
+  return {'JAX_COMPILATION_CACHE_DIR': str(cache),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+
+
 def _train_stages(num_processes, devices_each, root, data_dir, cache):
   for phase in ('first', 'resume'):
     _launch(_STAGES_WORKER, num_processes, devices_each,
-            [root, data_dir, phase], timeout=600,
-            env={'JAX_COMPILATION_CACHE_DIR': str(cache),
-                 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'})
+            [root, data_dir, phase], timeout=600, env=_cache_env(cache))
+
+
+# Table 1 of a trained MoFa workdir on its 8 eval faces (evaluate_table1);
+# each process writes its rows and the eval-array indices of the faces it
+# reconstructed (stages.predict_mofa wrapped) to process<i>.json.
+_EVAL_WORKER = _WORKER_START + textwrap.dedent('''
+    import json, os
+    import jax, numpy as np
+    from pnccface import stages, workdirs
+    from pnccface.evaluation import paper
+    workdir, data_dir, out = args
+    config = workdirs.load_config(workdir)
+    split = stages.eval_split(config)
+    arrays = stages.mofa_arrays(config, split, data_dir=data_dir)
+    model = stages.load_face_model(config.face_model)
+    truth = paper.synthetic_ground_truth(config.dataset, split,
+                                         config.image_size, model, data_dir)
+    seen, predict_mofa = [], stages.predict_mofa
+
+    def counted(config, workdir, part, **kwargs):
+      for image in part['image']:
+        same = (arrays['image'] == image).all(axis=(1, 2, 3))
+        seen.append(np.flatnonzero(same).tolist())
+      return predict_mofa(config, workdir, part, **kwargs)
+
+    stages.predict_mofa = counted
+    rows = paper.evaluate_table1({'MoFa': (config, workdir, arrays)}, truth,
+                                 f'{out}/report')
+    os.makedirs(out, exist_ok=True)  # process 0 may not have made it yet
+    with open(f'{out}/process{jax.process_index()}.json', 'w') as f:
+      json.dump({'rows': rows, 'seen': seen}, f)
+''')
+
+
+def _evaluate(num_processes, devices_each, workdir, data_dir, cache, out):
+  """Each process's {'rows': Table 1's rows, 'seen': [[index]] of the faces
+  it reconstructed}, by process."""
+  _launch(_EVAL_WORKER, num_processes, devices_each,
+          [workdir, data_dir, out], timeout=300, env=_cache_env(cache))
+  return [json.loads((out / f'process{i}.json').read_text())
+          for i in range(num_processes)]
 
 
 def _relative_difference(a, b) -> float:
@@ -192,3 +287,23 @@ def test_two_processes_train_stages_as_one_process(tmp_path):
     # sum would differ by the order of that change itself.
     assert moved > 1e-2, (stage, moved)
     assert params < 1e-2 * moved and stats < 1e-4, (stage, params, stats)
+
+  # Table 1 of one trained MoFa by one process and by two: each of the two
+  # reconstructs its half of the 8 eval faces, both get one process's table
+  # (to float tolerance: other batch sizes), and only process 0 writes.
+  mofa = tmp_path / 'one' / 'mofa'
+  one = _evaluate(1, 4, mofa, data_dir, cache, tmp_path / 'eval_one')
+  two = _evaluate(2, 2, mofa, data_dir, cache, tmp_path / 'eval_two')
+  assert one[0]['seen'] == [[i] for i in range(8)]  # distinct faces, in order
+  assert [p['seen'] for p in two] == [[[0], [1], [2], [3]],
+                                      [[4], [5], [6], [7]]]
+  metrics = one[0]['rows']['MoFa']
+  assert set(metrics) == {'Dense 2D', 'Dense 3D', 'Face Rec.', 'Yaw'}
+  for process in two:
+    for name, value in process['rows']['MoFa'].items():
+      np.testing.assert_allclose(value, metrics[name], rtol=1e-5, err_msg=name)
+  for out in ('eval_one', 'eval_two'):
+    assert sorted(p.name for p in (tmp_path / out / 'report').iterdir()) == [
+        'figure3.png', 'table1.json', 'table1.md'], out
+  assert (tmp_path / 'eval_two' / 'report' / 'table1.md').read_text() == (
+      tmp_path / 'eval_one' / 'report' / 'table1.md').read_text()

@@ -43,7 +43,7 @@ def test_camera_from_correspondences_recovers_a_known_camera():
     fitting.camera_from_correspondences(points, pixels[..., :1], 100)
 
 
-def test_rendered_pncc_of_a_known_pose_gives_that_pose():
+def test_rendered_pncc_of_a_known_pose_gives_that_pose(monkeypatch):
   model = conftest.tiny_face_model()
   pose_para = _pose_para(POSES, 0.35)  # the 140 mm cap spans ~50 px
   screen = synthesis.face_vertices_screen(model, None, None, pose_para, SIZE)
@@ -57,6 +57,18 @@ def test_rendered_pncc_of_a_known_pose_gives_that_pose():
   np.testing.assert_allclose(angles, np.array(POSES), atol=0.5)
   with pytest.raises(ValueError, match='mask'):
     pncc_pose.pncc_pose_degrees(pncc, np.asarray(mask)[:, :8], model)
+  # A decoder fitted once gives the same poses and is not refitted.
+  decoder = pncc_pose.ncc_decoder(model)
+
+  def refit(_):
+    raise AssertionError('ncc_decoder refitted although a decoder was given')
+
+  monkeypatch.setattr(pncc_pose, 'ncc_decoder', refit)
+  np.testing.assert_array_equal(
+      pncc_pose.pncc_pose_degrees(noisy, mask, decoder=decoder), angles)
+  for model_and_decoder in ({}, {'model': model, 'decoder': decoder}):
+    with pytest.raises(ValueError, match='exactly one'):
+      pncc_pose.pncc_pose_degrees(noisy, mask, **model_and_decoder)
 
 
 def test_ncc_decoder_inverts_the_normalised_coordinate_code():

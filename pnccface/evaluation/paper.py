@@ -86,15 +86,42 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
   return '\n'.join('| ' + ' | '.join(line) + ' |' for line in lines) + '\n'
 
 
+def predict_mofa_rows(config, workdir, arrays: Mapping[str, np.ndarray],
+                      model: MorphableModel) -> dict[str, np.ndarray]:
+  """'vertices_screen' [N, V, 3] and 'yaw_degrees' [N] of
+  `stages.predict_mofa` on in-memory face-format arrays of N faces, on
+  every process; with several processes each predicts only its
+  `distributed.process_rows` and `distributed.gather_rows` puts the rows
+  back in order: every face's prediction depends on that face alone, so the
+  values are one process's (to float rounding: other batch shapes).
+  `model`: the config's face model (its V vertices)."""
+  num_faces = len(arrays['image'])
+  rows = distributed.process_rows(num_faces)
+  if rows.stop > rows.start:
+    prediction = stages.predict_mofa(
+        config, workdir, {k: v[rows] for k, v in arrays.items()})
+    local = {k: np.asarray(prediction[k], np.float32)
+             for k in ('vertices_screen', 'yaw_degrees')}
+  else:  # more processes than faces: this one has none
+    local = {'vertices_screen': np.zeros((0, model.num_vertices, 3),
+                                         np.float32),
+             'yaw_degrees': np.zeros((0,), np.float32)}
+  return distributed.gather_rows(local, num_faces)
+
+
 def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
                     ground_truth: report.FaceGeometry, output_dir,
                     caption: str = '', figure_images: int = 4
                     ) -> dict[str, dict[str, float]]:
   """Table 1 for trained MoFa variants; writes table1.md/.json, figure3.png.
 
+  With several processes each reconstructs its share of the faces
+  (`predict_mofa_rows`), every process gets the same table, and process 0
+  writes the files.
+
   Args:
-    methods: name -> (config, workdir, face-format eval arrays whose order
-      matches `ground_truth`).
+    methods: name -> (config, workdir, in-memory face-format eval arrays
+      whose order matches `ground_truth`).
     ground_truth: `synthetic_ground_truth` (or AFLW2000-3D's geometry).
     output_dir: where the report goes.
     caption: names the evaluation data, above the table.
@@ -105,12 +132,14 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
   """
   by_protocol, overlays, inputs = {}, {}, None
   for name, (config, workdir, arrays) in methods.items():
-    prediction = stages.predict_mofa(config, workdir, arrays)
     model = stages.load_face_model(config.face_model)
+    prediction = predict_mofa_rows(config, workdir, arrays, model)
     for protocol, values in report.evaluate_protocols(
         mofa_train.predicted_geometry(prediction), ground_truth,
         model).items():
       by_protocol.setdefault(protocol, {})[name] = values
+    if not distributed.is_main_process():
+      continue  # the figure is drawn and written by process 0 only
     size = arrays['image'].shape[1]
     factor = max(FIGURE_SIZE, size) / size  # small inputs are drawn larger
     inputs = [figures.resize(image, round(size * factor))
@@ -119,9 +148,10 @@ def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
         figures.mesh_overlay(image, vertices * factor, model.triangles)
         for image, vertices in zip(inputs, prediction['vertices_screen'])]
   report.write_protocol_report(by_protocol, output_dir, caption=caption)
-  columns = [list(inputs)] + list(overlays.values())
-  figure = figures.image_grid([list(r) for r in zip(*columns)])
-  figures.save_png(pathlib.Path(output_dir) / 'figure3.png', figure)
+  if distributed.is_main_process():
+    columns = [list(inputs)] + list(overlays.values())
+    figure = figures.image_grid([list(r) for r in zip(*columns)])
+    figures.save_png(pathlib.Path(output_dir) / 'figure3.png', figure)
   print(report.format_protocols(by_protocol, caption=caption))
   return by_protocol[report.DEFAULT_PROTOCOL]
 
@@ -308,6 +338,7 @@ def pncc_yaw_errors(pncc_config, workdir, model: MorphableModel,
   """
   predict = pncc_train.make_predict_fn(pncc_config)
   variables = common.load_apply_variables(workdir)
+  decoder = pncc_pose.ncc_decoder(model)  # once, not per batch
   out = {'ground_truth_pncc': [], 'predicted': []}
   for batch in stages.stage_eval_batches(
       pncc_config, pncc_config.model.resolution, data_dir):
@@ -319,7 +350,8 @@ def pncc_yaw_errors(pncc_config, workdir, model: MorphableModel,
     mask = np.asarray(pncc_train.resize_area(
         common.unshard(batch['mask'], 4), size))[..., 0] > 0.99
     for key, value in pncc.items():
-      out[key].append(pncc_pose.pncc_pose_degrees(value, mask, model)[:, 1])
+      out[key].append(pncc_pose.pncc_pose_degrees(
+          value, mask, decoder=decoder)[:, 1])
   out = {k: np.concatenate(v) for k, v in out.items()}
   out['truth'] = heldout_yaw_degrees(pncc_config, data_dir)
   return out
@@ -360,7 +392,11 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
   stages.run_autoencoder(config.autoencoder, workdir / 'autoencoder',
                          data_dir, force)
   model = pncc_target_model(config.pncc_few, data_dir)
-  table, reference, num_eval = {}, {}, None
+  # The caption's count of yaw-scored faces: pncc_few's eval split, which it
+  # names.
+  num_eval = (None if model is None else
+              len(heldout_yaw_degrees(config.pncc_few, data_dir)))
+  table, reference = {}, {}
   for k, (name, (skips, decoder)) in enumerate(ABLATION_VARIANTS.items()):
     table[name] = {}
     for label, base in (('PNCC_few', config.pncc_few),
@@ -385,7 +421,6 @@ def run_pncc_ablation(config, workdir, data_dir=None, force=False
             yaws['predicted'], yaws['truth']).mean())
         reference.setdefault(label, float(metrics.yaw_absolute_error(
             yaws['ground_truth_pncc'], yaws['truth']).mean()))
-        num_eval = len(yaws['truth'])
       table[name][label] = row
       logging.info('ablation | %s | %s | %s', name, label, row)
   text = _ablation_markdown(table, reference, config, num_eval)
@@ -502,18 +537,10 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
     reconstructor = reconstructors[name] = api.load_reconstructor(
         workdir / folder,
         None if predictor is None else workdir / f'pncc_{predictor}')
-    angles = []  # predict_on_crops calls in order, batch by batch
-
-    def predict(images, reconstructor=reconstructor, angles=angles):
-      result = reconstructor.reconstruct(images)
-      angles.append(np.stack([result.pitch_degrees, result.yaw_degrees,
-                              result.roll_degrees], -1))
-      return result.landmarks_2d
-
-    rows[name] = aflw.evaluate_landmarks(aflw.predict_on_crops(
-        aflw_dir, params, predict, crop_size=reconstructor.input_size,
-        margin=margin), params)
-    rows[name].update(aflw_pose_errors(np.concatenate(angles), params))
+    landmarks, angles = predict_aflw_rows(reconstructor, aflw_dir, params,
+                                          margin)
+    rows[name] = aflw.evaluate_landmarks(landmarks, params)
+    rows[name].update(aflw_pose_errors(angles, params))
   text = (f'68-landmark 2D NME (%) on AFLW2000-3D ({aflw_dir}), '
           f'{len(params)} images, by |yaw| bin (3DDFA\'s rule); head-pose '
           'MAE (degrees) against Pose_Para\n\n' + markdown_table(
@@ -527,10 +554,35 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
         json.dumps({'aflw2000_dir': os.fspath(aflw_dir),
                     'num_images': len(params), 'rows': rows}, indent=1))
   print(text)
-  if reconstructors:
+  if reconstructors and distributed.is_main_process():
     aflw_figure3(reconstructors, params, margin,
                  workdir / 'report' / AFLW_FIGURE)
   return rows
+
+
+def predict_aflw_rows(reconstructor: api.Reconstructor, aflw_dir, params,
+                      margin: float) -> tuple[np.ndarray, np.ndarray]:
+  """A reconstructor's 68 landmarks [N, 68, 2] (450 x 450 image frame) and
+  (pitch, yaw, roll) [N, 3] in degrees on the release's crops
+  (`aflw.predict_on_crops`, `margin`), on every process; with several
+  processes each crops and reconstructs only its `distributed.process_rows`
+  of the N faces, put back in order by `distributed.gather_rows`."""
+  rows = distributed.process_rows(len(params))
+  angles = [np.zeros((0, 3), np.float32)]  # predict's calls, batch by batch
+
+  def predict(images):
+    result = reconstructor.reconstruct(images)
+    angles.append(np.stack([result.pitch_degrees, result.yaw_degrees,
+                            result.roll_degrees], -1).astype(np.float32))
+    return result.landmarks_2d
+
+  mine = params[rows]
+  landmarks = (aflw.predict_on_crops(
+      aflw_dir, mine, predict, crop_size=reconstructor.input_size,
+      margin=margin) if mine else np.zeros((0, 68, 2), np.float32))
+  gathered = distributed.gather_rows(
+      {'landmarks': landmarks, 'angles': np.concatenate(angles)}, len(params))
+  return gathered['landmarks'], gathered['angles']
 
 
 AFLW_FIGURE = 'figure3_aflw2000_3d.png'
@@ -544,8 +596,8 @@ def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
   the table's (`aflw.face_crops`, `margin`) at FIGURE_SIZE pixels; columns:
   the input (labelled with its yaw in degrees), then each reconstructor's
   mesh overlay, in the mapping's order. Green dots: the ground-truth 68
-  landmarks (`pt3d_68`). Writes `path` (PNG) and, beside it, a .md caption
-  naming the rows' images and yaws.
+  landmarks (`pt3d_68`). Process 0 writes `path` (PNG) and, beside it, a
+  .md caption naming the rows' images and yaws.
   """
   picked = aflw.yaw_spread(params, min(num_faces, len(params)))
   images, boxes = aflw.face_crops(params, picked, FIGURE_SIZE, margin)
@@ -568,6 +620,8 @@ def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
   rows = '\n'.join(
       f'{k + 1}. {pathlib.Path(params[i].path).stem}: yaw {yaws[i]:+.1f} deg'
       for k, i in enumerate(picked))
+  if not distributed.is_main_process():
+    return picked
   path.with_suffix('.md').write_text(
       f'![Figure 3 on AFLW2000-3D]({path.name})\n\nColumns: input | '
       f'{" | ".join(reconstructors)} (mesh overlays); green dots: the '

@@ -26,7 +26,10 @@ from pnccface import geometry
 from pnccface.facemodel import MorphableModel
 
 
-def ncc_decoder(model: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
+NccDecoder = tuple[np.ndarray, np.ndarray]  # `ncc_decoder`'s (offset, scale)
+
+
+def ncc_decoder(model: MorphableModel) -> NccDecoder:
   """(offset [3], scale [3]) with `mean_shape ~ offset + scale * ncc`.
 
   Per-axis least squares of the model's mean shape on its NCC, so that any
@@ -43,18 +46,25 @@ def ncc_decoder(model: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
   return offset.astype(np.float32), scale.astype(np.float32)
 
 
-def pncc_camera(pncc, mask, model: MorphableModel) -> geometry.WeakPerspective:
+def pncc_camera(pncc, mask, model: MorphableModel | None = None,
+                decoder: NccDecoder | None = None) -> geometry.WeakPerspective:
   """The weak-perspective camera a PNCC image implies.
 
   Args:
     pncc: [B, H, W, 3] in [0, 1] (a rendered or predicted PNCC).
     mask: [B, H, W] or [B, H, W, 1], the face pixels that count (weights;
       e.g. the ground-truth face mask).
-    model: the face model whose NCC the PNCC uses (`ncc_decoder`).
+    model: the face model whose NCC the PNCC uses; its `ncc_decoder` is
+      fitted on each call.
+    decoder: that model's `ncc_decoder(model)`, instead of `model`: callers
+      looping over batches fit it once.
 
   Returns:
     `geometry.WeakPerspective` with batch dims [B], in the H x W image.
   """
+  if (model is None) == (decoder is None):
+    raise ValueError('pncc_camera needs the face model or its ncc_decoder '
+                     '(exactly one of model, decoder)')
   pncc = jnp.asarray(pncc, jnp.float32)
   if pncc.ndim != 4 or pncc.shape[-1] != 3:
     raise ValueError(f'pncc must have shape [B, H, W, 3], got {pncc.shape}')
@@ -65,7 +75,7 @@ def pncc_camera(pncc, mask, model: MorphableModel) -> geometry.WeakPerspective:
     raise ValueError(f'mask has shape {mask.shape}, pncc {pncc.shape}: need '
                      '[B, H, W] or [B, H, W, 1] of the same size')
   batch, height, width = pncc.shape[:3]
-  offset, scale = ncc_decoder(model)
+  offset, scale = decoder if decoder is not None else ncc_decoder(model)
   points = (offset + scale * pncc).reshape(batch, height * width, 3)
   pixels = jnp.broadcast_to(geometry.pixel_centers(height, width).reshape(
       1, height * width, 2), (batch, height * width, 2))
@@ -73,8 +83,10 @@ def pncc_camera(pncc, mask, model: MorphableModel) -> geometry.WeakPerspective:
       points, pixels, height, mask.reshape(batch, height * width))
 
 
-def pncc_pose_degrees(pncc, mask, model: MorphableModel) -> np.ndarray:
-  """[B, 3] (pitch, yaw, roll) in degrees of `pncc_camera`'s rotation."""
-  camera = pncc_camera(pncc, mask, model)
+def pncc_pose_degrees(pncc, mask, model: MorphableModel | None = None,
+                      decoder: NccDecoder | None = None) -> np.ndarray:
+  """[B, 3] (pitch, yaw, roll) in degrees of `pncc_camera`'s rotation
+  (`model` or `decoder` as there)."""
+  camera = pncc_camera(pncc, mask, model, decoder)
   return np.stack([np.asarray(a) for a in geometry.rotation_to_euler_degrees(
       camera.rotation)], -1)

@@ -127,7 +127,7 @@ def _batch_norm(axis_name: Optional[str], name: Optional[str],
                       dtype=precision.compute_dtype(dtype), name=name)
 
 
-class ResBlock(nn.Module):
+class ResBlock(precision.ComputeDtypeMixin, nn.Module):
   """ResNet BasicBlock (two 3x3 convs, BN, identity or 1x1 shortcut)."""
   width: int
   stride: int = 1
@@ -137,23 +137,22 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     s = (self.stride, self.stride)
-    dt = precision.compute_dtype(self.dtype)
     bn = lambda name: _batch_norm(self.bn_axis_name, name, self.dtype)
-    y = nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False, dtype=dt,
-                name='conv1')(x)
+    y = nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
+                dtype=self.compute_dtype, name='conv1')(x)
     y = bn('bn1')(y, use_running_average=not train)
     y = nn.relu(y)
-    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=dt,
-                name='conv2')(y)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
+                dtype=self.compute_dtype, name='conv2')(y)
     y = bn('bn2')(y, use_running_average=not train)
     if self.stride != 1 or x.shape[-1] != self.width:
-      x = nn.Conv(self.width, (1, 1), s, use_bias=False, dtype=dt,
-                  name='down_conv')(x)
+      x = nn.Conv(self.width, (1, 1), s, use_bias=False,
+                  dtype=self.compute_dtype, name='down_conv')(x)
       x = bn('down_bn')(x, use_running_average=not train)
     return nn.relu(x + y)
 
 
-class InvResBlock(nn.Module):
+class InvResBlock(precision.ComputeDtypeMixin, nn.Module):
   """Inverted BasicBlock: 4x4/2 transposed conv when upsampling, else 3x3."""
   width: int
   upsample: bool = False
@@ -162,29 +161,29 @@ class InvResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    dt = precision.compute_dtype(self.dtype)
     bn = lambda name: _batch_norm(self.bn_axis_name, name, self.dtype)
     if self.upsample:
       y = nn.ConvTranspose(self.width, (4, 4), (2, 2), padding=_UP_PADDING,
-                           use_bias=False, dtype=dt, name='conv1')(x)
+                           use_bias=False, dtype=self.compute_dtype,
+                           name='conv1')(x)
     else:
-      y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=dt,
-                  name='conv1')(x)
+      y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
+                  dtype=self.compute_dtype, name='conv1')(x)
     y = bn('bn1')(y, use_running_average=not train)
     y = nn.relu(y)
-    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=dt,
-                name='conv2')(y)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
+                dtype=self.compute_dtype, name='conv2')(y)
     y = bn('bn2')(y, use_running_average=not train)
     if self.upsample or x.shape[-1] != self.width:
       x = nn.ConvTranspose(self.width, (4, 4), (2, 2) if self.upsample else
                            (1, 1), padding=_UP_PADDING if self.upsample else
-                           'SAME', use_bias=False, dtype=dt,
+                           'SAME', use_bias=False, dtype=self.compute_dtype,
                            name='up_conv')(x)
       x = bn('up_bn')(x, use_running_average=not train)
     return nn.relu(x + y)
 
 
-class Encoder(nn.Module):
+class Encoder(precision.ComputeDtypeMixin, nn.Module):
   """ResNet-18-style encoder.
 
   Attributes:
@@ -225,9 +224,8 @@ class Encoder(nn.Module):
     num_decoder_stages(r)  # validates r
     x = normalize_image(image, self.input_normalization)
     # ResNet-18's stem: 7x7/2 conv, BN, ReLU (R/2), 3x3/2 max-pool (R/4).
-    dt = precision.compute_dtype(self.dtype)
     x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False,
-                dtype=dt, name='stem_conv')(x)
+                dtype=self.compute_dtype, name='stem_conv')(x)
     x = _batch_norm(self.bn_axis_name, 'stem_bn', self.dtype)(
         x, use_running_average=not train)
     x = nn.relu(x)
@@ -245,12 +243,13 @@ class Encoder(nn.Module):
       features[size] = x
       size, stride, stage = size // 2, 2, stage + 1
     # Global average pool, dense -> z (z_dim = 99 in 3FabRec's aae.py).
-    z = nn.Dense(self.z_dim, dtype=dt, name='fc')(jnp.mean(x, axis=(1, 2)))
+    z = nn.Dense(self.z_dim, dtype=self.compute_dtype, name='fc')(
+        jnp.mean(x, axis=(1, 2)))
     # z leaves the net: the latent discriminator and its prior are float32.
     return precision.to_float32(z), features
 
 
-class Decoder(nn.Module):
+class Decoder(precision.ComputeDtypeMixin, nn.Module):
   """Inverted-ResNet generator z -> image; stages callable one at a time.
 
   Attributes: as `Encoder`; `blocks` per stage (1 in 3FabRec).
@@ -266,11 +265,10 @@ class Decoder(nn.Module):
   def setup(self):
     # Stem: dense z -> 8w, 4x4 valid transposed conv -> 4x4x8w, BN, ReLU
     # (3FabRec's invresnet.py).
-    dt = precision.compute_dtype(self.dtype)
     w0 = stage_width(self.base_width, 4)
-    self.fc = nn.Dense(w0, dtype=dt)
+    self.fc = nn.Dense(w0, dtype=self.compute_dtype)
     self.stem_conv = nn.ConvTranspose(w0, (4, 4), padding='VALID',
-                                      use_bias=False, dtype=dt)
+                                      use_bias=False, dtype=self.compute_dtype)
     self.stem_bn = _batch_norm(self.bn_axis_name, None, self.dtype)
     # layer_k doubles the resolution to 4 * 2**k with a 4x4/2 transposed
     # conv in its first block (and a transposed-conv + BN shortcut).
@@ -285,7 +283,7 @@ class Decoder(nn.Module):
     self.layers = layers
     # A last 4x4/2 transposed conv to 3 channels (+ tanh) gives R x R.
     self.out_conv = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
-                                     use_bias=False, dtype=dt)
+                                     use_bias=False, dtype=self.compute_dtype)
 
   def stem(self, z: Array, train: bool) -> Array:
     """z [B, z_dim] -> [B, 4, 4, 8w]."""
@@ -347,7 +345,7 @@ class Autoencoder(nn.Module):
     return self.decoder(z, train)
 
 
-class PNCCPredictor(nn.Module):
+class PNCCPredictor(precision.ComputeDtypeMixin, nn.Module):
   """Autoencoder + ITLs (+ SCAF skips) -> PNCC image (paper's Figure 2).
 
   Attributes:
@@ -383,7 +381,6 @@ class PNCCPredictor(nn.Module):
     """image [B, R, R, 3] in [0, 1] -> PNCC [B, O, O, 3] in [0, 1],
     float32."""
     m = num_itl_stages(self.pncc_resolution, self.resolution)
-    dt = precision.compute_dtype(self.dtype)
     encoder = Encoder(self.resolution, self.base_width, self.z_dim,
                       self.encoder_blocks, self.bn_axis_name,
                       self.input_normalization, self.dtype, name='encoder')
@@ -401,19 +398,21 @@ class PNCCPredictor(nn.Module):
       # Interleaved Transfer Layer (paper Sec. 2, Figure 2): a 3x3 conv of
       # the same width, no bias, no activation, as 3FabRec's LandmarkHeadV2
       # t1..t4 after its decoder's layer1..layer4.
-      x = nn.Conv(x.shape[-1], (3, 3), padding=1, use_bias=False, dtype=dt,
-                  name=f'itl_{k}')(x)
+      x = nn.Conv(x.shape[-1], (3, 3), padding=1, use_bias=False,
+                  dtype=self.compute_dtype, name=f'itl_{k}')(x)
       size = x.shape[1]
       # SCAF skip (paper Sec. 2; Dornier et al. 2022): the encoder map of the
       # same size through a trainable 3x3 conv, added to the ITL output. The
       # paper gives no layer-level detail: this placement is our reading.
       if self.use_skips and size in features:
-        x = x + nn.Conv(x.shape[-1], (3, 3), padding=1, dtype=dt,
+        x = x + nn.Conv(x.shape[-1], (3, 3), padding=1,
+                        dtype=self.compute_dtype,
                         name=f'skip_{k}')(features[size])
     # LandmarkHeadV2's last 4x4/2 transposed conv, to 3 PNCC channels; with
     # M = 4 ITLs O = 128 for R = 256 (its decoder's layer5 unused).
     x = nn.ConvTranspose(3, (4, 4), (2, 2), padding=_UP_PADDING,
-                         use_bias=False, dtype=dt, name='pncc_out')(x)
+                         use_bias=False, dtype=self.compute_dtype,
+                         name='pncc_out')(x)
     # PNCC values lie in [0, 1]; the sigmoid in float32, as the PNCC leaves
     # the net for the float32 loss (and annotation files).
     return nn.sigmoid(precision.to_float32(x))
@@ -423,7 +422,7 @@ class PNCCPredictor(nn.Module):
 # Discriminators of the unsupervised stage (3FabRec networks/archs.py).
 
 
-class LatentDiscriminator(nn.Module):
+class LatentDiscriminator(precision.ComputeDtypeMixin, nn.Module):
   """D_z: MLP z -> logit (Gaussian prior vs. encodings); 1000 units, dropout
   0.2 after each hidden dense as 3FabRec's D_net_gauss."""
   hidden: int = 1000
@@ -433,17 +432,17 @@ class LatentDiscriminator(nn.Module):
   @nn.compact
   def __call__(self, z: Array, train: bool) -> Array:
     """z [B, z_dim] -> logits [B], float32."""
-    dt = precision.compute_dtype(self.dtype)
     x = z
     for i in range(2):
-      x = nn.Dense(self.hidden, dtype=dt, name=f'dense{i}')(x)
+      x = nn.Dense(self.hidden, dtype=self.compute_dtype, name=f'dense{i}')(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.relu(x)
     # Logits leave the net for the float32 GAN losses.
-    return precision.to_float32(nn.Dense(1, dtype=dt, name='out')(x)[:, 0])
+    logits = nn.Dense(1, dtype=self.compute_dtype, name='out')(x)[:, 0]
+    return precision.to_float32(logits)
 
 
-class ImageDiscriminator(nn.Module):
+class ImageDiscriminator(precision.ComputeDtypeMixin, nn.Module):
   """D: DCGAN-style conv net image -> logit (3FabRec's `Discriminator`).
 
   4x4 stride-2 convs (ndf, 2ndf, 4ndf, 8ndf, 8ndf; BN + LeakyReLU(0.2), no BN
@@ -458,19 +457,18 @@ class ImageDiscriminator(nn.Module):
   @nn.compact
   def __call__(self, image: Array, train: bool) -> Array:
     """image [B, R, R, 3] in [0, 1] -> logits [B], float32."""
-    dt = precision.compute_dtype(self.dtype)
     x = normalize_image(image, self.input_normalization)
     num_down = min(5, _log2_int(image.shape[1], 'image size') - 3)
     widths = [self.ndf, 2 * self.ndf, 4 * self.ndf, 8 * self.ndf, 8 * self.ndf]
     for i in range(num_down):
       x = nn.Conv(widths[i], (4, 4), (2, 2), padding=1, use_bias=False,
-                  dtype=dt, name=f'conv{i}')(x)
+                  dtype=self.compute_dtype, name=f'conv{i}')(x)
       if i > 0:
         x = _batch_norm(self.bn_axis_name, f'bn{i}', self.dtype)(
             x, use_running_average=not train)
       x = nn.leaky_relu(x, 0.2)
-    x = nn.Conv(1, (4, 4), padding='VALID', use_bias=False, dtype=dt,
-                name='out')(x)
+    x = nn.Conv(1, (4, 4), padding='VALID', use_bias=False,
+                dtype=self.compute_dtype, name='out')(x)
     # Logits leave the net for the float32 GAN losses.
     return jnp.mean(precision.to_float32(x), axis=(1, 2, 3))
 

@@ -108,7 +108,7 @@ def _norm(kind: str, train: bool, bn_axis_name: Optional[str], name: str,
   raise ValueError(f'unknown norm {kind!r} (none, batch, group)')
 
 
-class AlexNetFeatures(nn.Module):
+class AlexNetFeatures(precision.ComputeDtypeMixin, nn.Module):
   """MoFa's AlexNet-style trunk: [B, H, W, C] -> [B, F] features.
 
   The defaults are AlexNet, MoFa's encoder (Tewari et al. 2017, Sec. 4): 5
@@ -127,7 +127,6 @@ class AlexNetFeatures(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     """Features [B, F] in the compute dtype."""
-    dt = precision.compute_dtype(self.dtype)
     if not (len(self.conv_features) == len(self.kernel_sizes) ==
             len(self.strides)):
       raise ValueError('conv_features, kernel_sizes and strides must have the'
@@ -135,18 +134,19 @@ class AlexNetFeatures(nn.Module):
     for i, (f, k, s) in enumerate(zip(self.conv_features, self.kernel_sizes,
                                       self.strides)):
       x = nn.Conv(f, (k, k), strides=(s, s), padding='SAME',
-                  use_bias=self.norm == 'none', dtype=dt, name=f'conv{i}')(x)
+                  use_bias=self.norm == 'none', dtype=self.compute_dtype,
+                  name=f'conv{i}')(x)
       x = nn.relu(_norm(self.norm, train, self.bn_axis_name, f'norm{i}',
                         self.dtype)(x))
       if i in self.pool_after and min(x.shape[1:3]) >= 2:
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
     x = x.reshape((x.shape[0], -1))
     for i, f in enumerate(self.dense_features):
-      x = nn.relu(nn.Dense(f, dtype=dt, name=f'fc{i}')(x))
+      x = nn.relu(nn.Dense(f, dtype=self.compute_dtype, name=f'fc{i}')(x))
     return x
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(precision.ComputeDtypeMixin, nn.Module):
   """ResNet basic block (two 3x3 convs) with a projection shortcut."""
   features: int
   stride: int = 1
@@ -156,23 +156,23 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    dt = precision.compute_dtype(self.dtype)
     norm = lambda name: _norm(self.norm, train, self.bn_axis_name, name,
                               self.dtype)
     y = nn.Conv(self.features, (3, 3), strides=(self.stride, self.stride),
-                padding='SAME', use_bias=False, dtype=dt, name='conv1')(x)
+                padding='SAME', use_bias=False, dtype=self.compute_dtype,
+                name='conv1')(x)
     y = nn.relu(norm('norm1')(y))
     y = nn.Conv(self.features, (3, 3), padding='SAME', use_bias=False,
-                dtype=dt, name='conv2')(y)
+                dtype=self.compute_dtype, name='conv2')(y)
     y = norm('norm2')(y)
     if x.shape[-1] != self.features or self.stride != 1:
       x = nn.Conv(self.features, (1, 1), strides=(self.stride, self.stride),
-                  use_bias=False, dtype=dt, name='shortcut')(x)
+                  use_bias=False, dtype=self.compute_dtype, name='shortcut')(x)
       x = norm('norm_shortcut')(x)
     return nn.relu(x + y)
 
 
-class ResNetFeatures(nn.Module):
+class ResNetFeatures(precision.ComputeDtypeMixin, nn.Module):
   """Small ResNet trunk: 3x3/2 stem, stages of BasicBlocks, global pool."""
   width: int = 32
   stage_blocks: Sequence[int] = (2, 2, 2, 2)
@@ -184,8 +184,7 @@ class ResNetFeatures(nn.Module):
   def __call__(self, x, train: bool = False):
     """Features [B, F] in the compute dtype."""
     x = nn.Conv(self.width, (3, 3), strides=(2, 2), padding='SAME',
-                use_bias=False, dtype=precision.compute_dtype(self.dtype),
-                name='stem')(x)
+                use_bias=False, dtype=self.compute_dtype, name='stem')(x)
     x = nn.relu(_norm(self.norm, train, self.bn_axis_name, 'stem_norm',
                       self.dtype)(x))
     for stage, blocks in enumerate(self.stage_blocks):

@@ -30,6 +30,15 @@ def compute_dtype(name: str) -> jnp.dtype:
   return jnp.dtype(str(name))
 
 
+class ComputeDtypeMixin:
+  """For a flax module with a `dtype: str` field: `self.compute_dtype`, the
+  jnp dtype its layers compute in (`compute_dtype(self.dtype)`)."""
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return compute_dtype(self.dtype)  # the module-level function
+
+
 def to_float32(x) -> jnp.ndarray:
   """A net's output in float32, where it leaves the net for the losses."""
   return jnp.asarray(x, jnp.float32)
