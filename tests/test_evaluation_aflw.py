@@ -186,3 +186,22 @@ def test_aflw_rows_split_over_processes_equal_one_process(release,
     np.testing.assert_array_equal(got_angles, angles)
   per_pass = [r.count // 2 for r in reconstructors]  # as_processes: 2 passes
   assert per_pass == ([4, 3] if count == 2 else [1] * 7 + [0, 0])
+
+
+def test_ict_fit_rows_split_over_processes_equal_one_process(release,
+                                                             monkeypatch):
+  params = release[0][:4]
+  landmarks, angles = paper.ict_fit_rows(params)
+  assert landmarks.shape == (4, 68, 2) and angles.shape == (4, 3)
+  fitted = []  # batch sizes of the fits, process by process
+  fit = paper.fitting.fit_landmarks
+  monkeypatch.setattr(paper.fitting, 'fit_landmarks', lambda model, targets,
+                      *a, **k: fitted.append(len(targets)) or fit(
+                          model, targets, *a, **k))
+  results = as_processes(monkeypatch, 2, lambda: paper.ict_fit_rows(params))
+  assert fitted == [2, 2, 2, 2]  # as_processes: 2 passes x 2 processes
+  for got_landmarks, got_angles in results:
+    # Each face's fit is its own: another batch shape, the same fit (to
+    # float rounding; measured identical on this CPU).
+    np.testing.assert_allclose(got_landmarks, landmarks, atol=1e-3)
+    np.testing.assert_allclose(got_angles, angles, atol=1e-3)

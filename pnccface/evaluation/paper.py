@@ -485,14 +485,31 @@ def ict_fit_reference(params) -> dict[str, float]:
   the way the release means it (about 2 degrees of yaw on the 60 shared
   images, docs/results.md).
   """
-  fit = fitting.fit_landmarks(facemodel.default_model(),
-                              aflw.ground_truth(params)[0], aflw.IMAGE_SIZE)
-  angles = np.stack([np.asarray(geometry.rotation_to_euler_degrees(
-      geometry.euler_to_rotation(*pose[:3])), np.float64)
-                     for pose in np.asarray(fit.pose_para)])
-  row = aflw.evaluate_landmarks(np.asarray(fit.landmarks_2d), params)
+  landmarks, angles = ict_fit_rows(params)
+  row = aflw.evaluate_landmarks(landmarks, params)
   row.update(aflw_pose_errors(angles, params))
   return row
+
+
+def ict_fit_rows(params) -> tuple[np.ndarray, np.ndarray]:
+  """`ict_fit_reference`'s fitted 68 landmarks [N, 68, 2] (450 x 450 image
+  frame) and (pitch, yaw, roll) [N, 3] in degrees, on every process; with
+  several processes each fits only its `distributed.process_rows` (each
+  face's Levenberg-Marquardt fit is its own) and `distributed.gather_rows`
+  puts them back in order."""
+  mine = params[distributed.process_rows(len(params))]
+  landmarks = np.zeros((0, 68, 2), np.float32)
+  angles = np.zeros((0, 3), np.float64)
+  if mine:
+    fit = fitting.fit_landmarks(facemodel.default_model(),
+                                aflw.ground_truth(mine)[0], aflw.IMAGE_SIZE)
+    landmarks = np.asarray(fit.landmarks_2d, np.float32)
+    angles = np.stack([np.asarray(geometry.rotation_to_euler_degrees(
+        geometry.euler_to_rotation(*pose[:3])), np.float64)
+                       for pose in np.asarray(fit.pose_para)])
+  gathered = distributed.gather_rows(
+      {'landmarks': landmarks, 'angles': angles}, len(params))
+  return gathered['landmarks'], gathered['angles']
 
 
 AFLW_COLUMNS = ('[0,30]', '(30,60]', '(60,90]', 'balanced', 'overall',
