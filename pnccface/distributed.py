@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from absl import flags
 from absl import logging
@@ -166,6 +166,27 @@ def process_rows(num_rows: int) -> slice:
   per = _rows_per_process(num_rows)
   start = min(jax.process_index() * per, num_rows)
   return slice(start, min(start + per, num_rows))
+
+
+def map_rows(compute: Callable[[slice], Any], num_rows: int,
+             empty: Any) -> Any:
+  """Per-row work split across processes, the result on every process.
+
+  Each process runs `compute(process_rows(num_rows))` on its block (or takes
+  `empty` when its block is empty: more processes than rows) and
+  `gather_rows` puts the blocks back in row order. Use it where every row's
+  result depends on that row alone (an evaluation image's reconstruction).
+
+  Args:
+    compute: this process's block (a slice of the rows) -> a pytree of
+      arrays [block length, ...].
+    num_rows: the total.
+    empty: the pytree of an empty block: `compute`'s trailing shapes and
+      dtypes with 0 rows.
+  """
+  rows = process_rows(num_rows)
+  local = compute(rows) if rows.stop > rows.start else empty
+  return gather_rows(local, num_rows)
 
 
 # Bytes of one all-gather call, over all processes: bounds the host (and

@@ -153,6 +153,27 @@ def test_process_rows_and_gather_rows_rebuild_every_row_in_order(
   assert max(map(len, blocks)) == -(-num_rows // count)
 
 
+@pytest.mark.parametrize('num_rows,count', [(7, 3), (2, 3), (5, 1)])
+def test_map_rows_computes_each_block_once_and_gathers_in_order(
+    monkeypatch, num_rows, count):
+  squares = np.arange(num_rows, dtype=np.float64) ** 2
+  computed = []
+
+  def square(rows):
+    computed.append(rows)
+    return {'square': squares[rows]}
+
+  empty = {'square': np.zeros((0,), np.float64)}
+  results = as_processes(monkeypatch, count, lambda: distributed.map_rows(
+      square, num_rows, empty))
+  for result in results:
+    np.testing.assert_array_equal(result['square'], squares)
+  # The second pass's calls: only processes with rows computed, each its own.
+  blocks = [range(num_rows)[rows] for rows in computed[len(computed) // 2:]]
+  assert [i for b in blocks for i in b] == list(range(num_rows))
+  assert len(blocks) == min(count, num_rows)
+
+
 def test_gather_rows_names_blocks_of_the_wrong_length_or_dtype(monkeypatch):
   def wrong_length():
     return distributed.gather_rows(np.zeros((5, 2)), 8)

@@ -90,23 +90,20 @@ def predict_mofa_rows(config, workdir, arrays: Mapping[str, np.ndarray],
                       model: MorphableModel) -> dict[str, np.ndarray]:
   """'vertices_screen' [N, V, 3] and 'yaw_degrees' [N] of
   `stages.predict_mofa` on in-memory face-format arrays of N faces, on
-  every process; with several processes each predicts only its
-  `distributed.process_rows` and `distributed.gather_rows` puts the rows
-  back in order: every face's prediction depends on that face alone, so the
-  values are one process's (to float rounding: other batch shapes).
-  `model`: the config's face model (its V vertices)."""
-  num_faces = len(arrays['image'])
-  rows = distributed.process_rows(num_faces)
-  if rows.stop > rows.start:
+  every process; with several processes each predicts only its block
+  (`distributed.map_rows`): every face's prediction depends on that face
+  alone, so the values are one process's (to float rounding: other batch
+  shapes). `model`: the config's face model (its V vertices)."""
+
+  def predict(rows: slice) -> dict[str, np.ndarray]:
     prediction = stages.predict_mofa(
         config, workdir, {k: v[rows] for k, v in arrays.items()})
-    local = {k: np.asarray(prediction[k], np.float32)
-             for k in ('vertices_screen', 'yaw_degrees')}
-  else:  # more processes than faces: this one has none
-    local = {'vertices_screen': np.zeros((0, model.num_vertices, 3),
-                                         np.float32),
-             'yaw_degrees': np.zeros((0,), np.float32)}
-  return distributed.gather_rows(local, num_faces)
+    return {k: np.asarray(prediction[k], np.float32)
+            for k in ('vertices_screen', 'yaw_degrees')}
+
+  empty = {'vertices_screen': np.zeros((0, model.num_vertices, 3), np.float32),
+           'yaw_degrees': np.zeros((0,), np.float32)}
+  return distributed.map_rows(predict, len(arrays['image']), empty)
 
 
 def evaluate_table1(methods: Mapping[str, tuple[Any, Any, Any]],
@@ -494,21 +491,22 @@ def ict_fit_reference(params) -> dict[str, float]:
 def ict_fit_rows(params) -> tuple[np.ndarray, np.ndarray]:
   """`ict_fit_reference`'s fitted 68 landmarks [N, 68, 2] (450 x 450 image
   frame) and (pitch, yaw, roll) [N, 3] in degrees, on every process; with
-  several processes each fits only its `distributed.process_rows` (each
-  face's Levenberg-Marquardt fit is its own) and `distributed.gather_rows`
-  puts them back in order."""
-  mine = params[distributed.process_rows(len(params))]
-  landmarks = np.zeros((0, 68, 2), np.float32)
-  angles = np.zeros((0, 3), np.float64)
-  if mine:
+  several processes each fits only its block (`distributed.map_rows`; each
+  face's Levenberg-Marquardt fit is its own)."""
+
+  def fit_block(rows: slice) -> dict[str, np.ndarray]:
     fit = fitting.fit_landmarks(facemodel.default_model(),
-                                aflw.ground_truth(mine)[0], aflw.IMAGE_SIZE)
-    landmarks = np.asarray(fit.landmarks_2d, np.float32)
-    angles = np.stack([np.asarray(geometry.rotation_to_euler_degrees(
-        geometry.euler_to_rotation(*pose[:3])), np.float64)
-                       for pose in np.asarray(fit.pose_para)])
-  gathered = distributed.gather_rows(
-      {'landmarks': landmarks, 'angles': angles}, len(params))
+                                aflw.ground_truth(params[rows])[0],
+                                aflw.IMAGE_SIZE)
+    angles = [geometry.rotation_to_euler_degrees(
+        geometry.euler_to_rotation(*pose[:3]))
+              for pose in np.asarray(fit.pose_para)]
+    return {'landmarks': np.asarray(fit.landmarks_2d, np.float32),
+            'angles': np.asarray(angles, np.float64)}
+
+  empty = {'landmarks': np.zeros((0, 68, 2), np.float32),
+           'angles': np.zeros((0, 3), np.float64)}
+  gathered = distributed.map_rows(fit_block, len(params), empty)
   return gathered['landmarks'], gathered['angles']
 
 
@@ -582,23 +580,26 @@ def predict_aflw_rows(reconstructor: api.Reconstructor, aflw_dir, params,
   """A reconstructor's 68 landmarks [N, 68, 2] (450 x 450 image frame) and
   (pitch, yaw, roll) [N, 3] in degrees on the release's crops
   (`aflw.predict_on_crops`, `margin`), on every process; with several
-  processes each crops and reconstructs only its `distributed.process_rows`
-  of the N faces, put back in order by `distributed.gather_rows`."""
-  rows = distributed.process_rows(len(params))
-  angles = [np.zeros((0, 3), np.float32)]  # predict's calls, batch by batch
+  processes each crops and reconstructs only its block
+  (`distributed.map_rows`)."""
 
-  def predict(images):
-    result = reconstructor.reconstruct(images)
-    angles.append(np.stack([result.pitch_degrees, result.yaw_degrees,
-                            result.roll_degrees], -1).astype(np.float32))
-    return result.landmarks_2d
+  def predict_block(rows: slice) -> dict[str, np.ndarray]:
+    angles = []  # predict's calls, batch by batch
 
-  mine = params[rows]
-  landmarks = (aflw.predict_on_crops(
-      aflw_dir, mine, predict, crop_size=reconstructor.input_size,
-      margin=margin) if mine else np.zeros((0, 68, 2), np.float32))
-  gathered = distributed.gather_rows(
-      {'landmarks': landmarks, 'angles': np.concatenate(angles)}, len(params))
+    def predict(images):
+      result = reconstructor.reconstruct(images)
+      angles.append(np.stack([result.pitch_degrees, result.yaw_degrees,
+                              result.roll_degrees], -1).astype(np.float32))
+      return result.landmarks_2d
+
+    landmarks = aflw.predict_on_crops(
+        aflw_dir, params[rows], predict, crop_size=reconstructor.input_size,
+        margin=margin)
+    return {'landmarks': landmarks, 'angles': np.concatenate(angles)}
+
+  empty = {'landmarks': np.zeros((0, 68, 2), np.float32),
+           'angles': np.zeros((0, 3), np.float32)}
+  gathered = distributed.map_rows(predict_block, len(params), empty)
   return gathered['landmarks'], gathered['angles']
 
 
