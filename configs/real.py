@@ -38,7 +38,7 @@ TINY_IMAGES = 64  # photos per set in the tiny run (faces68: 52 train)
 
 def _first(name: str, max_images: int | None) -> str:
   """A TFDS name limited to the first `max_images` photos (builder kwarg)."""
-  return name if max_images is None else f'{name}:1.0.0/max_images={max_images}'
+  return name if max_images is None else f'{name}/max_images={max_images}'
 
 
 def _datasets(config, max_images=None) -> None:

@@ -63,17 +63,28 @@ def test_fit_matches_the_csv_landmarks(built):
   assert np.median(errors) < 0.03, errors
 
 
-def test_profiling_reaches_large_yaw_with_the_face_on_its_landmarks(built):
+def test_profiling_fills_its_yaw_ranges_with_the_face_on_its_landmarks(built):
   _, rows = built
+  originals = {r['name']: r for r in rows if not r['profiled']}
   profiled = [r for r in rows if r['profiled']]
-  assert len(profiled) == 6
+  # Two copies per photo, one at |yaw| 30-60 and one at 60-90 deg, both
+  # turned the way the photo's fitted face turns.
+  assert len(originals) == 6 and len(profiled) == 12
+  for name, original in originals.items():
+    yaws = sorted(r['pose']['yaw'] for r in profiled if r['name'] == name)
+    sign = 1.0 if original['pose']['yaw'] >= 0 else -1.0
+    low, high = sorted(sign * np.asarray(yaws))
+    assert 30 <= low <= 60 <= high <= 90, (name, yaws)
+  on_face = []
   for row in profiled:
-    assert abs(row['pose']['yaw']) > 60
     ij = np.clip(np.floor(row['landmarks_2d']).astype(int), 0, SIZE - 1)
-    assert (row['mask'][ij[:, 1], ij[:, 0], 0] > 0).mean() > 0.9
+    on_face.append((row['mask'][ij[:, 1], ij[:, 0], 0] > 0).mean())
     # The photo's colours moved with the face: the face is not flat.
     face = row['image'][row['mask'][..., 0] > 0]
     assert face.std() > 5
+  # Far-side contour points near 90 deg fall on the silhouette's edge
+  # (docs/real_data.md: 83.8% at least, 94.2% on average, on 480 photos).
+  assert min(on_face) > 0.8 and np.mean(on_face) > 0.9, on_face
 
 
 def test_stored_pncc_gives_back_the_fitted_yaw(built):

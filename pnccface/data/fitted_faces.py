@@ -9,17 +9,18 @@ in the crop. Importing this module registers the builder; it reads the photos
 through `face_photos` (same `data_dir` and `manual_dir`).
 
 Face profiling (3DDFA's way of building 300W-LP, Zhu et al. 2016, Sec. 5.1):
-with `profile`, every photo also yields a copy re-rendered at a larger yaw.
-The photo's colours are sampled onto the fitted mesh's vertices that are
-visible in the photo (depth test against the z-buffer), the mesh is rotated
-about its landmark centroid to `sign(yaw) * U(min_yaw, max_yaw)` (pitch and
-roll kept) and rendered with those colours over the photo as background;
+with `profile`, every photo also yields `copies` copies re-rendered at larger
+yaws. The photo's colours are sampled onto the fitted mesh's vertices that
+are visible in the photo (depth test against the z-buffer), the mesh is
+rotated about its landmark centroid to `sign(yaw) * U(a_k, b_k)` for copy k,
+[a_k, b_k] the k-th of `copies` equal parts of [min_yaw, max_yaw] (pitch and
+roll kept), and rendered with those colours over the photo as background;
 vertices hidden in the photo take the mean visible colour. Its PNCC, mask and
 landmarks are those of the new pose. Unlike 3DDFA, the background is not
 warped with the face, so the original face can show beside the rotated one.
 
-Determinism: the profiled yaw of example `name` is drawn from
-`np.random.default_rng([seed, crc32(name)])`.
+Determinism: the profiled yaw of copy k of example `name` is drawn from
+`np.random.default_rng([seed, crc32(name), k])`.
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ _DEPTH_TOLERANCE = 1.5
 @dataclasses.dataclass
 class FittedFacesConfig(tfds.core.BuilderConfig):
   """source: the `face_photos` config (with landmarks); image_size: crop side;
-  profile: add a profiled copy per photo, at |yaw| in [min_yaw, max_yaw]
-  degrees; max_images: only the first N source photos per split (tests)."""
+  profile: add `copies` profiled copies per photo, copy k at |yaw| in the
+  k-th of `copies` equal parts of [min_yaw, max_yaw] degrees; max_images:
+  only the first N source photos per split (tests)."""
   source: str = 'faces68'
   image_size: int = 128
   profile: bool = False
   min_yaw: float = 60.0
   max_yaw: float = 90.0
+  copies: int = 1
   seed: int = 0
   max_images: int | None = None
 
@@ -155,16 +158,23 @@ class FittedFaces(synthetic_faces.ModelBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = face_photos.__doc__
   BUILDER_CONFIGS = [
       FittedFacesConfig(name='faces68', description='ICT fits to faces68.'),
-      FittedFacesConfig(name='faces68_profiled', profile=True,
-                        description='faces68 fits plus one copy per photo '
-                        'profiled to |yaw| in [60, 90] deg.'),
+      # faces68's own photos reach |yaw| ~40 deg (docs/real_data.md), so one
+      # copy at 60-90 deg left 40-60 deg empty; 300W-LP spreads its
+      # profiles over the whole range up to 90 deg (3DDFA, Sec. 5.1).
+      FittedFacesConfig(
+          name='faces68_profiled', profile=True, min_yaw=30.0, copies=2,
+          version=tfds.core.Version('1.1.0'), release_notes={
+              '1.0.0': 'One profiled copy per photo, |yaw| in [60, 90].',
+              '1.1.0': 'Two profiled copies, |yaw| in [30, 60] and [60, 90].'},
+          description='faces68 fits plus two copies per photo profiled to '
+          '|yaw| in [30, 60] and [60, 90] deg.'),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'faces68'  # the attribute TFDS reads
 
   def __init__(self, *, max_images: int | None = None, **kwargs):
     """`max_images`: only the first N source photos
     (`face_photos.first_images_config`), e.g. in a dataset name
-    'fitted_faces/faces68_profiled:1.0.0/max_images=64'."""
+    'fitted_faces/faces68_profiled/max_images=64'."""
     super().__init__(config=face_photos.first_images_config(
         type(self), kwargs.pop('config', None), max_images), **kwargs)
 
@@ -255,27 +265,32 @@ class FittedFaces(synthetic_faces.ModelBuilder):
           profiled=False, name=names[k])
     if not config.profile:
       return
-    yaw = np.array([self._profiled_yaw(n, p[1]) for n, p in
-                    zip(names, fit.pose_para)])
-    new_pose = profiled_pose(model, fit.shape, fit.expression, fit.pose_para,
-                             yaw)
     images = np.stack([r['image'] for r in rows]).astype(np.float32) / 255
-    image, pncc, mask, new_landmarks = jax.device_get(profile_faces(
-        model, images, fit.shape, fit.expression, fit.pose_para, new_pose,
-        size))
-    for k in range(count):
-      yield f'{names[k]}/profiled', dict(
-          common(k), image=_uint8(image[k]), pncc=_uint8(pncc[k]),
-          mask=_uint8(mask[k]), landmarks_2d=new_landmarks[k],
-          landmark_weights=np.ones(68, np.float32),
-          fitted_landmarks_2d=new_landmarks[k], pose_para=new_pose[k],
-          pose=_pose_degrees(new_pose[k]), profiled=True, name=names[k])
+    for copy in range(config.copies):
+      yaw = np.array([self._profiled_yaw(n, p[1], copy) for n, p in
+                      zip(names, fit.pose_para)])
+      new_pose = profiled_pose(model, fit.shape, fit.expression,
+                               fit.pose_para, yaw)
+      image, pncc, mask, new_landmarks = jax.device_get(profile_faces(
+          model, images, fit.shape, fit.expression, fit.pose_para, new_pose,
+          size))
+      for k in range(count):
+        yield f'{names[k]}/profiled{copy}', dict(
+            common(k), image=_uint8(image[k]), pncc=_uint8(pncc[k]),
+            mask=_uint8(mask[k]), landmarks_2d=new_landmarks[k],
+            landmark_weights=np.ones(68, np.float32),
+            fitted_landmarks_2d=new_landmarks[k], pose_para=new_pose[k],
+            pose=_pose_degrees(new_pose[k]), profiled=True, name=names[k])
 
-  def _profiled_yaw(self, name: str, yaw: float) -> float:
+  def _profiled_yaw(self, name: str, yaw: float, copy: int) -> float:
+    """|yaw| (rad) of profiled copy `copy` of photo `name`, on the side the
+    photo's fitted `yaw` already turns to."""
     config = self.builder_config
-    rng = np.random.default_rng([config.seed, zlib.crc32(name.encode())])
+    width = (config.max_yaw - config.min_yaw) / config.copies
+    low = config.min_yaw + copy * width
+    rng = np.random.default_rng([config.seed, zlib.crc32(name.encode()), copy])
     sign = 1.0 if yaw >= 0 else -1.0
-    return sign * np.radians(rng.uniform(config.min_yaw, config.max_yaw))
+    return sign * np.radians(rng.uniform(low, low + width))
 
 
 def _pose_degrees(pose_para) -> dict:
