@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from pnccface import facemodel
+from pnccface import geometry
+from pnccface import render
 from pnccface.data import crop
+from pnccface.data import synthesis
 from pnccface.evaluation import aflw
 from pnccface.evaluation import metrics
 from pnccface.evaluation import paper
+from tests import conftest
 from tests.conftest import as_processes
 
 
@@ -205,3 +209,43 @@ def test_ict_fit_rows_split_over_processes_equal_one_process(release,
     # float rounding; measured identical on this CPU).
     np.testing.assert_allclose(got_landmarks, landmarks, atol=1e-3)
     np.testing.assert_allclose(got_angles, angles, atol=1e-3)
+
+
+class _RenderedPNCCPredictor:
+  """Stands in for `api.PNCCPredictor`: hands out the given PNCCs in call
+  order (one per release crop, as `aflw_pncc_rows` asks for them)."""
+  input_size = 64
+
+  def __init__(self, pnccs):
+    self.pnccs, self.count = pnccs, 0
+
+  def predict_pncc(self, images):
+    assert images.shape[1:] == (64, 64, 3) and images.max() <= 1
+    self.count += len(images)
+    return self.pnccs[self.count - len(images):self.count]
+
+
+def test_pncc_rows_read_the_pose_and_landmarks_that_a_pncc_shows(release):
+  """Crops whose 'predicted' PNCC is the mean face rendered at the file's
+  rotation: the rows give that rotation and the mean face's landmarks under
+  it, mapped back from the crop to the image."""
+  params = release[0][:5]
+  model = conftest.tiny_face_model()
+  size = 64
+  pose_para = np.array([[*p.pose_para[:3], size / 2 + k, size / 2 - k, 0.0,
+                         0.3 + 0.02 * k] for k, p in enumerate(params)],
+                       np.float32)
+  screen = synthesis.face_vertices_screen(model, None, None, pose_para, size)
+  pncc, _ = render.render_pncc(screen, model.triangles, model.ncc, size, size)
+  predictor = _RenderedPNCCPredictor(np.asarray(pncc))
+  landmarks, angles = paper.aflw_pncc_rows(predictor, params, 0.4, model)
+  assert predictor.count == 5
+  assert landmarks.shape == (5, 68, 2) and angles.shape == (5, 3)
+  truth = np.stack([np.asarray(geometry.rotation_to_euler_degrees(
+      geometry.euler_to_rotation(*p[:3]))) for p in pose_para])
+  np.testing.assert_allclose(angles, truth, atol=1.0)
+  _, boxes = aflw.face_crops(params, range(5), size, 0.4)
+  in_crops = np.stack([crop.transform_points(points, box, size)
+                       for points, box in zip(landmarks, boxes)])
+  expected = np.asarray(screen)[:, np.asarray(model.landmark_indices), :2]
+  np.testing.assert_allclose(in_crops, expected, atol=0.3)  # crop pixels

@@ -79,3 +79,21 @@ def test_ncc_decoder_inverts_the_normalised_coordinate_code():
   mean = np.asarray(model.mean_shape)
   np.testing.assert_allclose(offset, mean.min(0), atol=1e-3)
   np.testing.assert_allclose(scale, np.ptp(mean, 0), atol=1e-3)
+
+
+def test_predicted_face_mask_drops_background_and_the_silhouette():
+  pncc = np.zeros((2, 6, 7, 3), np.float32)
+  pncc[0, 1:5, 1:6] = (0.3, 0.01, 0.02)  # a 4 x 5 face: its 2 x 3 inside
+  pncc[1, 2:5, 2:5, 2] = 0.9  # a 3 x 3 face: only its centre
+  pncc[1, 0, 0] = 0.04  # below the threshold: background
+  mask = pncc_pose.predicted_face_mask(pncc)
+  expected = np.zeros((2, 6, 7), bool)
+  expected[0, 2:4, 2:5] = True
+  expected[1, 3, 3] = True
+  np.testing.assert_array_equal(mask, expected)
+  # A face reaching the border keeps no border pixel (outside is background).
+  np.testing.assert_array_equal(
+      pncc_pose.predicted_face_mask(np.full((1, 3, 3, 3), 0.5)),
+      [[[False] * 3, [False, True, False], [False] * 3]])
+  with pytest.raises(ValueError, match=r'\[B, H, W, 3\]'):
+    pncc_pose.predicted_face_mask(pncc[0])

@@ -132,6 +132,9 @@ def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory,
     for angle in ('yaw', 'pitch', 'roll'):
       assert 0 <= row[f'{angle}_mae'] <= 180, row
     assert f'| {method} |' in output  # the table is printed
+  for predictor in ('full', 'few'):  # stage 1 alone on the same photos
+    row = rows[paper.PNCC_ALONE_ROW.format(predictor)]
+    assert 0 < row['overall'] < 1 and 0 <= row['yaw_mae'] <= 180, row
   assert (report / 'aflw2000_3d_landmarks.md').is_file()
   assert pathlib.Path(clone / 'workdirs' / 'real_tiny' / 'mofa').is_dir()
   # Figure 3 on AFLW2000-3D: 6 faces spread over yaw, input + 3 methods.

@@ -100,21 +100,21 @@ def profiled_pose(model: MorphableModel, shape, expression, pose_para,
 
 
 @functools.partial(jax.jit, static_argnames=('size',))
-def profile_faces(model: MorphableModel, images, shape, expression, pose_para,
-                  new_pose_para, size: int):
-  """Re-renders photos' fitted faces at a new pose (see module docstring).
+def photo_vertex_colours(model: MorphableModel, images, shape, expression,
+                         pose_para, size: int):
+  """The photos' colours on their fitted meshes' vertices (module docstring).
 
   Args:
-    images: [B, S, S, 3] float crops in [0, 1]; pose_para, new_pose_para:
-      [B, 7] in the crop frame.
+    images: [B, S, S, 3] float crops in [0, 1]; pose_para: [B, 7] in the
+      crop frame.
 
   Returns:
-    image [B, S, S, 3], pncc, mask, landmarks [B, 68, 2] at the new pose.
+    [B, V, 3]: each vertex's colour at its projection where the depth test
+    shows it, the mean visible colour where the photo hides it.
   """
   screen = synthesis.face_vertices_screen(model, shape, expression, pose_para,
                                           size)
   raster = rasterizer.rasterize(screen, model.triangles, size, size)
-  # Colours at each vertex's projection; visibility by the depth test.
   x, y = screen[..., 0] - 0.5, screen[..., 1] - 0.5
   sample = jax.vmap(lambda image, yy, xx: jnp.stack([
       jax.scipy.ndimage.map_coordinates(image[..., c], [yy, xx], order=1,
@@ -130,17 +130,44 @@ def profile_faces(model: MorphableModel, images, shape, expression, pose_para,
   weight = visible[..., None].astype(jnp.float32)
   mean = (colours * weight).sum(1, keepdims=True) / jnp.maximum(
       weight.sum(1, keepdims=True), 1.0)
-  colours = weight * colours + (1 - weight) * mean
-  new_screen = synthesis.face_vertices_screen(model, shape, expression,
-                                              new_pose_para, size)
-  new_raster = rasterizer.rasterize(new_screen, model.triangles, size, size)
-  face = rasterizer.interpolate(colours, new_raster, new_screen,
-                                model.triangles)
-  mask = new_raster.mask
-  pncc = rasterizer.interpolate(model.ncc, new_raster, new_screen,
+  return weight * colours + (1 - weight) * mean
+
+
+@functools.partial(jax.jit, static_argnames=('size',))
+def render_coloured_faces(model: MorphableModel, images, colours, shape,
+                          expression, pose_para, size: int):
+  """Fitted meshes with vertex `colours` [B, V, 3] rendered at `pose_para`
+  [B, 7] over `images` [B, S, S, 3] (the background).
+
+  Returns:
+    image [B, S, S, 3], pncc, mask, landmarks [B, 68, 2] at that pose.
+  """
+  screen = synthesis.face_vertices_screen(model, shape, expression, pose_para,
+                                          size)
+  raster = rasterizer.rasterize(screen, model.triangles, size, size)
+  face = rasterizer.interpolate(colours, raster, screen, model.triangles)
+  mask = raster.mask
+  pncc = rasterizer.interpolate(model.ncc, raster, screen,
                                 model.triangles) * mask
   image = face * mask + images * (1 - mask)
-  return image, pncc, mask, model.landmarks(new_screen)[..., :2]
+  return image, pncc, mask, model.landmarks(screen)[..., :2]
+
+
+def profile_faces(model: MorphableModel, images, shape, expression, pose_para,
+                  new_pose_para, size: int):
+  """Re-renders photos' fitted faces at a new pose (see module docstring).
+
+  Args:
+    images: [B, S, S, 3] float crops in [0, 1]; pose_para, new_pose_para:
+      [B, 7] in the crop frame.
+
+  Returns:
+    image [B, S, S, 3], pncc, mask, landmarks [B, 68, 2] at the new pose.
+  """
+  colours = photo_vertex_colours(model, images, shape, expression, pose_para,
+                                 size)
+  return render_coloured_faces(model, images, colours, shape, expression,
+                               new_pose_para, size)
 
 
 def _uint8(x) -> np.ndarray:
@@ -266,14 +293,17 @@ class FittedFaces(synthetic_faces.ModelBuilder):
     if not config.profile:
       return
     images = np.stack([r['image'] for r in rows]).astype(np.float32) / 255
+    # Sampled once: every copy shows the same photo colours at a new pose.
+    colours = photo_vertex_colours(model, images, fit.shape, fit.expression,
+                                   fit.pose_para, size)
     for copy in range(config.copies):
       yaw = np.array([self._profiled_yaw(n, p[1], copy) for n, p in
                       zip(names, fit.pose_para)])
       new_pose = profiled_pose(model, fit.shape, fit.expression,
                                fit.pose_para, yaw)
-      image, pncc, mask, new_landmarks = jax.device_get(profile_faces(
-          model, images, fit.shape, fit.expression, fit.pose_para, new_pose,
-          size))
+      image, pncc, mask, new_landmarks = jax.device_get(
+          render_coloured_faces(model, images, colours, fit.shape,
+                                fit.expression, new_pose, size))
       for k in range(count):
         yield f'{names[k]}/profiled{copy}', dict(
             common(k), image=_uint8(image[k]), pncc=_uint8(pncc[k]),

@@ -510,6 +510,8 @@ def ict_fit_rows(params) -> tuple[np.ndarray, np.ndarray]:
   return gathered['landmarks'], gathered['angles']
 
 
+# `evaluate_aflw_landmarks`' row of a stage-1 predictor ('full', 'few') alone.
+PNCC_ALONE_ROW = 'PNCC_{} alone: mean face, PNCC pose'
 AFLW_COLUMNS = ('[0,30]', '(30,60]', '(60,90]', 'balanced', 'overall',
                 'yaw_mae', 'pitch_mae', 'roll_mae')
 
@@ -531,7 +533,10 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
   (their pose error is 0 by construction). Writes
   <workdir>/report/aflw2000_3d_landmarks.md and .json, and Figure 3 on
   these photos (`aflw_figure3`: <workdir>/report/figure3_aflw2000_3d.png
-  and .md) when the workdir has a trained MoFa variant.
+  and .md) when the workdir has a trained MoFa variant. Each finished
+  stage-1 predictor whose dataset names its face model (`pncc_target_model`)
+  adds a row of its own (`aflw_pncc_rows`: the mean face under the pose its
+  PNCCs imply), so stage 1's transfer to these photos is scored too.
   """
   workdir = pathlib.Path(workdir)
   params = aflw.read_release(aflw_dir)
@@ -554,6 +559,18 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
         None if predictor is None else workdir / f'pncc_{predictor}')
     landmarks, angles = predict_aflw_rows(reconstructor, aflw_dir, params,
                                           margin)
+    rows[name] = aflw.evaluate_landmarks(landmarks, params)
+    rows[name].update(aflw_pose_errors(angles, params))
+  for predictor in ('full', 'few'):  # stage 1 alone (`aflw_pncc_rows`)
+    folder = workdir / f'pncc_{predictor}'
+    model = (pncc_target_model(workdirs.load_config(folder))
+             if (folder / workdirs.CONFIG_FILE).is_file() else None)
+    if model is None or not stages.is_finished(
+        folder, workdirs.load_config(folder).num_train_steps):
+      continue
+    landmarks, angles = aflw_pncc_rows(api.load_pncc_predictor(folder),
+                                       params, margin, model)
+    name = PNCC_ALONE_ROW.format(predictor)
     rows[name] = aflw.evaluate_landmarks(landmarks, params)
     rows[name].update(aflw_pose_errors(angles, params))
   text = (f'68-landmark 2D NME (%) on AFLW2000-3D ({aflw_dir}), '
@@ -596,6 +613,58 @@ def predict_aflw_rows(reconstructor: api.Reconstructor, aflw_dir, params,
         aflw_dir, params[rows], predict, crop_size=reconstructor.input_size,
         margin=margin)
     return {'landmarks': landmarks, 'angles': np.concatenate(angles)}
+
+  empty = {'landmarks': np.zeros((0, 68, 2), np.float32),
+           'angles': np.zeros((0, 3), np.float32)}
+  gathered = distributed.map_rows(predict_block, len(params), empty)
+  return gathered['landmarks'], gathered['angles']
+
+
+def aflw_pncc_rows(predictor: api.PNCCPredictor, params, margin: float,
+                   model: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
+  """Stage 1 alone on AFLW2000-3D: what a predictor's PNCCs say of the head.
+
+  Each release crop (`aflw.face_crops`, `margin`, at the predictor's input
+  size) gets its PNCC; the weak-perspective camera those correspondences
+  imply (`pncc_pose`, on the PNCC's own face pixels:
+  `pncc_pose.predicted_face_mask`, as there is no true mask) gives the pose,
+  and `model`'s mean face under that camera gives 68 landmarks. So stage 1's
+  transfer to the evaluation photos is measured on the same NME and pose
+  columns as the MoFa variants, with no PNCC ground truth.
+
+  Args:
+    predictor: a stage-1 predictor (`api.load_pncc_predictor`).
+    params: the release's faces (`aflw.read_release`).
+    margin: the crop margin (`evaluate_aflw_landmarks`' `margin`).
+    model: the face model whose NCC the predictor's PNCCs use (the stage-1
+      dataset's, `pncc_target_model`).
+
+  Returns:
+    landmarks [N, 68, 2] in the 450 x 450 image frame and (pitch, yaw, roll)
+    [N, 3] in degrees, on every process (`distributed.map_rows`).
+  """
+  size = predictor.input_size
+  decoder = pncc_pose.ncc_decoder(model)
+  mean_landmarks = np.asarray(model.mean_shape)[np.asarray(
+      model.landmark_indices)]
+
+  def predict_block(rows: slice) -> dict[str, np.ndarray]:
+    landmarks, angles = [], []
+    for start in range(rows.start, rows.stop, 16):
+      indices = range(start, min(start + 16, rows.stop))
+      images, boxes = aflw.face_crops(params, indices, size, margin)
+      pncc = predictor.predict_pncc(images)
+      camera = pncc_pose.pncc_camera(
+          pncc, pncc_pose.predicted_face_mask(pncc), decoder=decoder)
+      points = np.asarray(geometry.weak_perspective_to_screen(
+          mean_landmarks, camera, size))[..., :2]
+      landmarks.extend(crop.inverse_transform_points(p, box, size)
+                       for p, box in zip(points, boxes))
+      angles.append(np.stack([np.asarray(a) for a in
+                              geometry.rotation_to_euler_degrees(
+                                  camera.rotation)], -1))
+    return {'landmarks': np.asarray(landmarks, np.float32).reshape(-1, 68, 2),
+            'angles': np.concatenate(angles).astype(np.float32)}
 
   empty = {'landmarks': np.zeros((0, 68, 2), np.float32),
            'angles': np.zeros((0, 3), np.float32)}

@@ -28,6 +28,32 @@ from pnccface.facemodel import MorphableModel
 
 NccDecoder = tuple[np.ndarray, np.ndarray]  # `ncc_decoder`'s (offset, scale)
 
+# A predicted PNCC is trained to 0 on the background (train/pncc.py's
+# background term): a pixel is face where its brightest channel clears this.
+FACE_THRESHOLD = 0.05
+
+
+def predicted_face_mask(pncc, threshold: float = FACE_THRESHOLD) -> np.ndarray:
+  """[B, H, W] bool: the face pixels of PNCCs without a ground-truth mask.
+
+  A pixel counts when it and its 8 neighbours are face (brightest channel >
+  `threshold`): pixels on the silhouette blend face and background colours,
+  which decode to points pulled towards the NCC origin.
+
+  Args:
+    pncc: [B, H, W, 3] in [0, 1].
+  """
+  pncc = np.asarray(pncc, np.float32)
+  if pncc.ndim != 4 or pncc.shape[-1] != 3:
+    raise ValueError(f'pncc must have shape [B, H, W, 3], got {pncc.shape}')
+  face = np.pad(pncc.max(-1) > threshold, ((0, 0), (1, 1), (1, 1)))
+  height, width = pncc.shape[1:3]
+  eroded = np.ones(pncc.shape[:3], bool)
+  for dy in range(3):
+    for dx in range(3):
+      eroded &= face[:, dy:dy + height, dx:dx + width]
+  return eroded
+
 
 def ncc_decoder(model: MorphableModel) -> NccDecoder:
   """(offset [3], scale [3]) with `mean_shape ~ offset + scale * ncc`.
