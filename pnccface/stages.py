@@ -283,6 +283,54 @@ def run_mofa(config, workdir, *, annotated_train=None, annotated_eval=None,
   _finish(config, workdir, pending, name, start, stop_at_step)
 
 
+def continued_mofa_config(source_workdir, num_train_steps: int,
+                          overrides: Mapping[str, str] | None = None):
+  """The config that trains a finished MoFa workdir for more steps.
+
+  Its own config (`config.json`) with `init_from` = the source (weights,
+  batch statistics) and `num_train_steps` = the new run's length, on a
+  fresh schedule (warm-up and cosine decay again, as runs 4-6 of
+  docs/results.md were continued). `overrides` {'loss.w_landmark': '300',
+  ...} change leaves, each value parsed as its leaf's type.
+  """
+  source = pathlib.Path(source_workdir).resolve()
+  config = workdirs.load_config(source)
+  if workdirs.stage_of(config) != 'mofa':
+    raise ValueError(f'{os.fspath(source)} is a {workdirs.stage_of(config)} '
+                     'workdir: only MoFa workdirs are continued this way')
+  if not is_finished(source, config.num_train_steps):
+    raise ValueError(f'{os.fspath(source)} has not finished its '
+                     f'{config.num_train_steps} steps: resume it first')
+  if num_train_steps <= 0:
+    raise ValueError(f'num_train_steps must be positive, got {num_train_steps}')
+  config.init_from = os.fspath(source)
+  config.num_train_steps = int(num_train_steps)
+  for key, text in (overrides or {}).items():
+    config.update_from_flattened_dict({key: _parse_leaf(config, key, text)})
+  return config
+
+
+def _parse_leaf(config, key: str, text: str):
+  """`text` as the type of `config`'s leaf `key` (dotted), named on error."""
+  node = config
+  for part in key.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      raise KeyError(f'{key}: no such key in the MoFa config')
+    node = node[part]
+  if isinstance(node, bool):
+    if text.lower() not in ('true', 'false'):
+      raise ValueError(f'{key}: expected true or false, got {text!r}')
+    return text.lower() == 'true'
+  if isinstance(node, (int, float, str)):
+    try:
+      return type(node)(text)
+    except ValueError:
+      raise ValueError(f'{key}: expected {type(node).__name__}, got '
+                       f'{text!r}') from None
+  raise ValueError(f'{key} is a {type(node).__name__}: only number, text and '
+                   'true/false leaves can be set')
+
+
 def predict_mofa(config, workdir, arrays: Mapping[str, np.ndarray],
                  batch_size: int = 32) -> dict[str, Any]:
   """A trained MoFa's predictions on face-format arrays (see

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from pnccface import api
+from pnccface import stages
+from pnccface import workdirs
 from pnccface.evaluation import paper
 from pnccface.evaluation import report
 from configs import pipeline as pipeline_config
@@ -69,11 +71,15 @@ def test_quick_start_prints_under_40_lines_per_stage(tiny_run):
 def test_readme_stages_one_by_one_run_as_written(tiny_run, clone):
   data_dir = tiny_run[2]
   commands = readme_commands('Stages one by one')
-  assert len(commands) == 6
+  assert len(commands) == 7
   for command in commands:
     run_readme_command(command, clone, data_dir)
   for folder in ('ae', 'pncc_few', 'mofa'):
     assert (clone / 'workdirs' / folder / 'config.json').is_file()
+  more = workdirs.load_config(clone / 'workdirs' / 'mofa_pncc_few_more')
+  assert more.init_from == str(clone / 'workdirs' / 'tiny' / 'mofa_pncc_few')
+  assert more.num_train_steps == 20 and more.loss.w_landmark == 300
+  assert stages.is_finished(clone / 'workdirs' / 'mofa_pncc_few_more', 20)
   assert (clone / 'workdirs' / 'annotated_few' / 'train').is_dir()
   ablation = clone / 'workdirs' / 'tiny' / 'ablation' / 'pncc_ablation.md'
   assert 'ITL+SCAF, decoder from scratch' in ablation.read_text()

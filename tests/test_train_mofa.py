@@ -7,6 +7,8 @@ import jax
 import numpy as np
 import pytest
 
+from pnccface import stages
+from pnccface import workdirs
 from pnccface.data import pipeline
 from pnccface.train import common
 from pnccface.train import mofa as mofa_train
@@ -126,3 +128,39 @@ def test_resume_equals_uninterrupted(face_model, tmp_path):
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
       jax.device_get(full.params), jax.device_get(resumed.params))
+
+
+def test_a_continued_run_starts_from_the_finished_weights(face_model,
+                                                          tmp_path):
+  config = _config('mofa')
+  config.num_train_steps = 2
+  data = rendered_faces(face_model, 3, 16, config.image_size)
+  first = mofa_train.train(config, tmp_path / 'first', face_model,
+                           _batches(data, config.batch_size))
+  workdirs.write_config(config, tmp_path / 'first')
+  more = stages.continued_mofa_config(
+      tmp_path / 'first', 3, {'optimizer.lr': '0', 'loss.w_landmark': '7.5'})
+  assert more.init_from == str((tmp_path / 'first').resolve())
+  assert more.num_train_steps == 3 and more.loss.w_landmark == 7.5
+  assert more.optimizer.lr == 0.0 and isinstance(more.optimizer.lr, float)
+  state = mofa_train.train(more, tmp_path / 'more', face_model,
+                           _batches(data, config.batch_size, seed=1))
+  assert int(state.step) == 3
+  # At lr 0 the three steps leave the first run's weights as they were;
+  # a fresh encoder would differ everywhere.
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         jax.device_get(first.params),
+                         jax.device_get(state.params))
+
+  with pytest.raises(KeyError, match='loss.w_nothing'):
+    stages.continued_mofa_config(tmp_path / 'first', 3,
+                                 {'loss.w_nothing': '1'})
+  with pytest.raises(ValueError, match='batch_size: expected int'):
+    stages.continued_mofa_config(tmp_path / 'first', 3,
+                                 {'batch_size': 'eight'})
+  with pytest.raises(ValueError, match='positive'):
+    stages.continued_mofa_config(tmp_path / 'first', 0)
+  config.num_train_steps = 5  # config.json asks for more than was trained
+  workdirs.write_config(config, tmp_path / 'first')
+  with pytest.raises(ValueError, match='has not finished its 5 steps'):
+    stages.continued_mofa_config(tmp_path / 'first', 3)
