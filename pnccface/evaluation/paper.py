@@ -563,10 +563,12 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
     rows[name].update(aflw_pose_errors(angles, params))
   for predictor in ('full', 'few'):  # stage 1 alone (`aflw_pncc_rows`)
     folder = workdir / f'pncc_{predictor}'
-    model = (pncc_target_model(workdirs.load_config(folder))
-             if (folder / workdirs.CONFIG_FILE).is_file() else None)
-    if model is None or not stages.is_finished(
-        folder, workdirs.load_config(folder).num_train_steps):
+    if not (folder / workdirs.CONFIG_FILE).is_file():
+      continue
+    pncc_config = workdirs.load_config(folder)
+    model = pncc_target_model(pncc_config)
+    if model is None or not stages.is_finished(folder,
+                                               pncc_config.num_train_steps):
       continue
     landmarks, angles = aflw_pncc_rows(api.load_pncc_predictor(folder),
                                        params, margin, model)

@@ -28,8 +28,12 @@ from pnccface.facemodel import MorphableModel
 
 NccDecoder = tuple[np.ndarray, np.ndarray]  # `ncc_decoder`'s (offset, scale)
 
-# A predicted PNCC is trained to 0 on the background (train/pncc.py's
+# A predicted PNCC is pulled towards 0 on the background (train/pncc.py's
 # background term): a pixel is face where its brightest channel clears this.
+# With configs/real.py's weight 0.1 the predictors still paint part of the
+# background (on held-out fitted faces this mask covers 1.4x the true face),
+# so a pose read through it is worse than through the true mask
+# (docs/results.md, run 7).
 FACE_THRESHOLD = 0.05
 
 
