@@ -8,6 +8,7 @@ import types
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pnccface import facemodel
 from pnccface import geometry
@@ -249,3 +250,35 @@ def test_pncc_rows_read_the_pose_and_landmarks_that_a_pncc_shows(release):
                        for points, box in zip(landmarks, boxes)])
   expected = np.asarray(screen)[:, np.asarray(model.landmark_indices), :2]
   np.testing.assert_allclose(in_crops, expected, atol=0.3)  # crop pixels
+
+
+def test_pncc_figure_shows_the_inputs_and_each_predictors_pncc(release,
+                                                               tmp_path):
+  params = release[0][:8]
+
+  class Constant:  # a 'predictor' whose PNCC is one colour
+    input_size = 64
+
+    def __init__(self, colour):
+      self.colour = np.asarray(colour, np.float32)
+
+    def predict_pncc(self, images):
+      return np.broadcast_to(self.colour, images.shape).copy()
+
+  path = tmp_path / paper.AFLW_PNCC_FIGURE
+  picked = paper.aflw_pncc_figure(
+      {'PNCC_full': Constant((1, 0, 0)), 'PNCC_few': Constant((0, 0, 1))},
+      params, 0.4, path, num_faces=3)
+  np.testing.assert_array_equal(picked, aflw.yaw_spread(params, 3))
+  grid = tf.io.decode_png(path.read_bytes()).numpy()
+  side = paper.FIGURE_SIZE + 2  # the grid's 2-pixel padding
+  assert grid.shape == (3 * side + 2, 3 * side + 2, 3)
+  centre = 2 + paper.FIGURE_SIZE // 2
+  images, _ = aflw.face_crops(params, picked, paper.FIGURE_SIZE, 0.4)
+  for row in range(3):
+    y = centre + row * side
+    # Column 0 is the crop itself; columns 1, 2 each predictor's PNCC.
+    np.testing.assert_allclose(grid[y, centre] / 255,
+                               images[row, centre - 2, centre - 2], atol=0.01)
+    np.testing.assert_array_equal(grid[y, centre + side], (255, 0, 0))
+    np.testing.assert_array_equal(grid[y, centre + 2 * side], (0, 0, 255))

@@ -142,6 +142,9 @@ def test_tiny_real_pipeline_runs_as_written(shared_data, tmp_path_factory,
   assert _png_size(report / paper.AFLW_FIGURE) == (6 * side + 2, 4 * side + 2)
   assert (report / paper.AFLW_FIGURE).with_suffix('.md').read_text().count(
       ' deg') == 6
+  # Stage 1's PNCCs on the same faces: input | PNCC_full | PNCC_few.
+  assert _png_size(report / paper.AFLW_PNCC_FIGURE) == (6 * side + 2,
+                                                        3 * side + 2)
 
   # Re-evaluation of the finished workdir (no training): same table, figure.
   shutil.rmtree(report)

@@ -12,7 +12,7 @@ Layout of `run_paper(config, workdir)`:
   workdir/report             table1.md, table1.json, figure3.png; on
                              AFLW2000-3D (configs/real.py):
                              aflw2000_3d_landmarks.md/.json,
-                             figure3_aflw2000_3d.png/.md
+                             figure3_aflw2000_3d.png/.md, pncc_aflw2000_3d.png
   workdir/ablation           `run_pncc_ablation`'s variants and table
 """
 
@@ -536,7 +536,9 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
   and .md) when the workdir has a trained MoFa variant. Each finished
   stage-1 predictor whose dataset names its face model (`pncc_target_model`)
   adds a row of its own (`aflw_pncc_rows`: the mean face under the pose its
-  PNCCs imply), so stage 1's transfer to these photos is scored too.
+  PNCCs imply), so stage 1's transfer to these photos is scored too, and
+  their PNCCs are drawn (`aflw_pncc_figure`: <workdir>/report/
+  pncc_aflw2000_3d.png).
   """
   workdir = pathlib.Path(workdir)
   params = aflw.read_release(aflw_dir)
@@ -561,7 +563,8 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
                                           margin)
     rows[name] = aflw.evaluate_landmarks(landmarks, params)
     rows[name].update(aflw_pose_errors(angles, params))
-  for predictor in ('full', 'few'):  # stage 1 alone (`aflw_pncc_rows`)
+  predictors = {}  # stage 1 alone (`aflw_pncc_rows`)
+  for predictor in ('full', 'few'):
     folder = workdir / f'pncc_{predictor}'
     if not (folder / workdirs.CONFIG_FILE).is_file():
       continue
@@ -570,7 +573,8 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
     if model is None or not stages.is_finished(folder,
                                                pncc_config.num_train_steps):
       continue
-    landmarks, angles = aflw_pncc_rows(api.load_pncc_predictor(folder),
+    predictors[f'PNCC_{predictor}'] = api.load_pncc_predictor(folder)
+    landmarks, angles = aflw_pncc_rows(predictors[f'PNCC_{predictor}'],
                                        params, margin, model)
     name = PNCC_ALONE_ROW.format(predictor)
     rows[name] = aflw.evaluate_landmarks(landmarks, params)
@@ -591,6 +595,9 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
   if reconstructors and distributed.is_main_process():
     aflw_figure3(reconstructors, params, margin,
                  workdir / 'report' / AFLW_FIGURE)
+  if predictors and distributed.is_main_process():
+    aflw_pncc_figure(predictors, params, margin,
+                     workdir / 'report' / AFLW_PNCC_FIGURE)
   return rows
 
 
@@ -675,6 +682,7 @@ def aflw_pncc_rows(predictor: api.PNCCPredictor, params, margin: float,
 
 
 AFLW_FIGURE = 'figure3_aflw2000_3d.png'
+AFLW_PNCC_FIGURE = 'pncc_aflw2000_3d.png'  # `aflw_pncc_figure`
 
 
 def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
@@ -716,6 +724,27 @@ def aflw_figure3(reconstructors: Mapping[str, api.Reconstructor], params,
       f'{" | ".join(reconstructors)} (mesh overlays); green dots: the '
       'ground-truth 68 landmarks. Rows, by |yaw| (canonical yaw of '
       f'Pose_Para\'s rotation):\n\n{rows}\n')
+  return picked
+
+
+def aflw_pncc_figure(predictors: Mapping[str, api.PNCCPredictor], params,
+                     margin: float, path, num_faces: int = 6) -> np.ndarray:
+  """Stage 1's PNCCs on AFLW2000-3D photos; returns the picked indices.
+
+  The faces of `aflw_figure3` (`aflw.yaw_spread`, the same crops); columns:
+  the input (labelled with its yaw in degrees), then each predictor's PNCC
+  (predicted at its input size, shown at FIGURE_SIZE) in the mapping's
+  order: what MoFaPNCC reads beside the photo. Process 0 writes `path`.
+  """
+  picked = aflw.yaw_spread(params, min(num_faces, len(params)))
+  images, _ = aflw.face_crops(params, picked, FIGURE_SIZE, margin)
+  yaws = aflw.yaw_degrees(params, aflw.YAW_ROTATION)
+  columns = [[figures.draw_label(im, f'{round(yaws[i]):+d}\N{DEGREE SIGN}')
+              for im, i in zip(images, picked)]]
+  columns += [list(predictor.predict_pncc(images))
+              for predictor in predictors.values()]
+  figures.save_png(path, figures.image_grid(
+      [list(row) for row in zip(*columns)]))
   return picked
 
 
