@@ -658,21 +658,21 @@ def aflw_pncc_rows(predictor: api.PNCCPredictor, params, margin: float,
       model.landmark_indices)]
 
   def predict_block(rows: slice) -> dict[str, np.ndarray]:
-    landmarks, angles = [], []
-    for start in range(rows.start, rows.stop, 16):
-      indices = range(start, min(start + 16, rows.stop))
-      images, boxes = aflw.face_crops(params, indices, size, margin)
+    angles = []  # predict's calls, batch by batch
+
+    def predict(images):  # crops -> the mean face's landmarks in the crop
       pncc = predictor.predict_pncc(images)
       camera = pncc_pose.pncc_camera(
           pncc, pncc_pose.predicted_face_mask(pncc), decoder=decoder)
-      points = np.asarray(geometry.weak_perspective_to_screen(
-          mean_landmarks, camera, size))[..., :2]
-      landmarks.extend(crop.inverse_transform_points(p, box, size)
-                       for p, box in zip(points, boxes))
       angles.append(np.stack([np.asarray(a) for a in
                               geometry.rotation_to_euler_degrees(
                                   camera.rotation)], -1))
-    return {'landmarks': np.asarray(landmarks, np.float32).reshape(-1, 68, 2),
+      return np.asarray(geometry.weak_perspective_to_screen(
+          mean_landmarks, camera, size))[..., :2]
+
+    landmarks = aflw.predict_on_crops(None, params[rows], predict,
+                                      crop_size=size, margin=margin)
+    return {'landmarks': landmarks.astype(np.float32),
             'angles': np.concatenate(angles).astype(np.float32)}
 
   empty = {'landmarks': np.zeros((0, 68, 2), np.float32),
