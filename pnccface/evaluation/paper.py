@@ -552,13 +552,21 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
         aflw.posed_landmarks(params, sparse, use_coefficients=False), params)
   methods = {'MoFa': ('mofa', None), 'MoFaPNCC_few': ('mofa_pncc_few', 'few'),
              'MoFaPNCC_full': ('mofa_pncc_full', 'full')}
+  loaded_predictors = {}  # each stage-1 checkpoint is read once
+
+  def pncc_predictor(predictor):
+    if predictor not in loaded_predictors:
+      loaded_predictors[predictor] = api.load_pncc_predictor(
+          workdir / f'pncc_{predictor}')
+    return loaded_predictors[predictor]
+
   reconstructors = {}
   for name, (folder, predictor) in methods.items():
     if not (workdir / folder).is_dir():
       continue
     reconstructor = reconstructors[name] = api.load_reconstructor(
         workdir / folder,
-        None if predictor is None else workdir / f'pncc_{predictor}')
+        None if predictor is None else pncc_predictor(predictor))
     landmarks, angles = predict_aflw_rows(reconstructor, aflw_dir, params,
                                           margin)
     rows[name] = aflw.evaluate_landmarks(landmarks, params)
@@ -573,7 +581,7 @@ def evaluate_aflw_landmarks(workdir, aflw_dir, ddfa_dir=None,
     if model is None or not stages.is_finished(folder,
                                                pncc_config.num_train_steps):
       continue
-    predictors[f'PNCC_{predictor}'] = api.load_pncc_predictor(folder)
+    predictors[f'PNCC_{predictor}'] = pncc_predictor(predictor)
     landmarks, angles = aflw_pncc_rows(predictors[f'PNCC_{predictor}'],
                                        params, margin, model)
     name = PNCC_ALONE_ROW.format(predictor)
