@@ -1,7 +1,7 @@
 """Speed and memory of the JAX rasterizer (prints a table).
 
     python benchmarks/render_bench.py [--sizes 128,224] [--batches 1,16]
-        [--repeats 10] [--method scatter|sort] [--single_thread_only]
+        [--repeats 10] [--method scatter|sort|native] [--single_thread_only]
         [--profile]
 
 Rows: the embedded face model (skipped while it raises NotImplementedError),
@@ -215,7 +215,7 @@ def main():
   parser.add_argument('--sizes', default='128,224')
   parser.add_argument('--batches', default='1,16')
   parser.add_argument('--repeats', type=int, default=10)
-  parser.add_argument('--method', default=None, choices=('scatter', 'sort'))
+  parser.add_argument('--method', default=None, choices=render.METHODS)
   parser.add_argument('--single_thread_only', action='store_true',
                       help='only the 3DDFA (or sphere) 224x224 batch-16 row, '
                       'in this process (the parent pins it to one core)')

@@ -1,7 +1,11 @@
 """The package's module graph: layered, without import cycles."""
 
 import ast
+import os
 import pathlib
+import subprocess
+import sys
+import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / 'pnccface'
@@ -71,3 +75,16 @@ def test_no_import_cycle_in_the_package():
   graph = import_graph()
   assert 'pnccface.stages' in graph and graph['pnccface.api']
   assert find_cycle(graph) is None, find_cycle(graph)
+
+
+def test_wheel_ships_the_native_kernel_source(tmp_path):
+  # pnccface.render.native compiles kernels.cc where it is installed: a
+  # non-editable install must carry it.
+  subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps',
+                  '--no-build-isolation', '--wheel-dir', str(tmp_path),
+                  str(ROOT)], check=True, timeout=600,
+                 env={**os.environ, 'PIP_NO_INDEX': '1'})
+  (wheel,) = tmp_path.glob('pnccface-*.whl')
+  names = zipfile.ZipFile(wheel).namelist()
+  assert 'pnccface/render/native/kernels.cc' in names
+  assert 'pnccface/render/native/__init__.py' in names

@@ -61,7 +61,7 @@ def rasterize_ids(vertices, triangles, height, width, method):
 # Visibility.
 
 
-@pytest.mark.parametrize('method', ['scatter', 'sort'])
+@pytest.mark.parametrize('method', render.METHODS)
 def test_random_soup_matches_reference(method):
   rng = np.random.default_rng(0)
   height, width = 48, 64
@@ -78,7 +78,7 @@ def test_full_screen_quad_and_many_large_triangles():
   quad = np.array([[-3, -3, 5], [width + 3, -3, 5], [width + 3, height + 3, 5],
                    [-3, height + 3, 5]], np.float32)
   quad_tris = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
-  for method in ('scatter', 'sort'):
+  for method in render.METHODS:
     ids = rasterize_ids(quad, quad_tris, height, width, method)
     ref_ids, _ = reference_rasterize(quad, quad_tris, height, width)
     assert np.all(ids >= 0)
@@ -93,7 +93,7 @@ def test_full_screen_quad_and_many_large_triangles():
   triangles = np.arange(3 * count, dtype=np.int32).reshape(-1, 3)
   ref_ids, _ = reference_rasterize(vertices, triangles, height, width)
   assert len(np.unique(ref_ids[ref_ids >= 0])) >= 3
-  for method in ('scatter', 'sort'):
+  for method in render.METHODS:
     ids = rasterize_ids(vertices, triangles, height, width, method)
     assert np.mean(ids == ref_ids) >= 0.999
 
@@ -114,7 +114,7 @@ def grid_mesh(height, width, step, depths):
                      for x, y in tri], np.float32)
 
 
-@pytest.mark.parametrize('method', ['scatter', 'sort'])
+@pytest.mark.parametrize('method', render.METHODS)
 def test_tiers_exact_on_centres_and_depth_ties(method):
   # Every vertex on a pixel centre and every centre on edges shared by
   # several triangles at equal depth: ties go to the smaller id. Step-1
@@ -145,8 +145,9 @@ def test_methods_identical_and_batched():
   by_method = {
       m: np.asarray(jax.jit(lambda v, m=m: render.rasterize(
           v, triangles, height, width, method=m).triangle_id)(batch))
-      for m in ('scatter', 'sort')}
+      for m in render.METHODS}
   np.testing.assert_array_equal(by_method['scatter'], by_method['sort'])
+  np.testing.assert_array_equal(by_method['scatter'], by_method['native'])
   for b, soup in enumerate(soups):  # batch entries are independent
     ref_ids, _ = reference_rasterize(soup, triangles, height, width)
     assert np.mean(by_method['scatter'][b] == ref_ids) >= 0.999
@@ -178,7 +179,7 @@ def test_sphere_mesh_and_interpolation():
   assert np.all(depth[ids >= 0] <= 1e-3)
 
 
-@pytest.mark.parametrize('method', ['scatter', 'sort'])
+@pytest.mark.parametrize('method', render.METHODS)
 def test_3ddfa_face_matches_reference(shared_data, method):
   vertices, triangles, colours = load_3ddfa_face(shared_data)
   size = 224

@@ -2,6 +2,7 @@
 
 from pnccface.render.rasterizer import default_method
 from pnccface.render.rasterizer import interpolate
+from pnccface.render.rasterizer import METHODS
 from pnccface.render.rasterizer import Raster
 from pnccface.render.rasterizer import rasterize
 from pnccface.render.renderer import project_landmarks

@@ -1,0 +1,393 @@
+// The rasterizer's CPU kernels (XLA FFI), see `pnccface.render.native`.
+//
+// PnccfaceVisibleTriangles: z-buffered visibility for
+// `pnccface.render.rasterizer.rasterize(..., method='native')`.
+// It computes exactly what the XLA methods compute (see the rasterizer's
+// module docstring for the coverage and tie rules): every triangle tests the
+// pixel centres of its screen bounding box with the same float32 edge
+// functions and the same packed int32 key, quantised depth << id_bits |
+// triangle id, and each pixel keeps the minimum key. The float arithmetic
+// below is written in the same order as `_triangle_setup` and
+// `_candidate_keys`, and compiled with -ffp-contract=off, so the keys (and so
+// the triangle ids) are bit-identical to method='scatter'.
+//
+// Inputs: vertices [B, V, 3] float32 (x, y in pixels, depth already in
+// quantisation steps, as `_visible_triangles` maps it), triangles [T, 3]
+// int32. Output: triangle ids [B, H, W] int32, -1 on background.
+// Images are independent: they run in parallel on XLA's intra-op threads.
+//
+// PnccfaceBarycentrics: `rasterize`'s barycentrics and depth at the visible
+// triangles.
+//
+// PnccfaceInterpolate: the forward value of `rasterizer.interpolate` (its
+// gradient stays in JAX): barycentrics recomputed at each pixel centre from
+// the visible triangle's screen vertices, as `_pixel_barycentrics` does, then
+// the weighted sum of the three vertices' attributes.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int32_t kNoHit = std::numeric_limits<int32_t>::max();
+
+// Twice the signed area of (a, b, p): `_edge` in rasterizer.py.
+inline float Edge(float ax, float ay, float bx, float by, float px, float py) {
+  return (bx - ax) * (py - ay) - (by - ay) * (px - ax);
+}
+
+// First and last pixel centre (k + 0.5) in [lo, hi], clipped to [0, size):
+// `_pixel_boxes`' centre_range.
+inline void CentreRange(float lo, float hi, int32_t size, int32_t* first,
+                        int32_t* last) {
+  const float limit = static_cast<float>(size) + 2.0f;
+  // std::min/max in this order are jnp.clip's min(max(x, lo), hi).
+  float f = std::ceil(std::min(std::max(lo, -2.0f), limit) - 0.5f);
+  float l = std::floor(std::min(std::max(hi, -2.0f), limit) - 0.5f);
+  *first = static_cast<int32_t>(std::max(f, 0.0f));
+  *last = std::min(static_cast<int32_t>(l), size - 1);
+}
+
+// Calls image(b) for every b in [0, batch): on the calling thread and, where
+// XLA's intra-op pool has more threads, on them too (images are
+// independent). The caller waits only for images that running tasks have
+// claimed, never for a task to start -- a pool thread may be the caller
+// itself or busy with another device's kernel -- so this cannot deadlock.
+// Tasks that start late find no image left and return; `image` must
+// capture by value.
+template <typename F>
+void ForEachImage(ffi::ThreadPool& pool, int64_t batch, F image) {
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), batch) - 1;
+  if (helpers <= 0) {
+    for (int64_t b = 0; b < batch; ++b) image(b);
+    return;
+  }
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::mutex mutex;
+    std::condition_variable idle;
+    int64_t busy = 0;
+  };
+  auto state = std::make_shared<State>();
+  auto work = [state, batch, image]() {
+    for (bool more = true; more;) {
+      {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        ++state->busy;
+      }
+      const int64_t b = state->next++;
+      more = b < batch;
+      if (more) image(b);
+      std::lock_guard<std::mutex> lock(state->mutex);
+      if (--state->busy == 0) state->idle.notify_all();
+    }
+  };
+  for (int64_t h = 0; h < helpers; ++h) {
+    auto task = work;  // Schedule takes ownership of a copy
+    pool.Schedule(std::move(task));
+  }
+  work();
+  std::unique_lock<std::mutex> lock(state->mutex);
+  state->idle.wait(lock, [&] { return state->busy == 0; });
+}
+
+// One image: its triangles' minimum keys into `zbuffer` [H * W].
+void VisibleTrianglesOfImage(const float* vertices, int64_t num_vertices,
+                             const int32_t* triangles, int64_t num_triangles,
+                             int32_t height, int32_t width, int id_bits,
+                             int32_t* zbuffer) {
+  const float max_level = std::ldexp(1.0f, 31 - id_bits) - 1.0f;
+  const int32_t id_mask = (int32_t{1} << id_bits) - 1;
+  std::fill(zbuffer, zbuffer + static_cast<int64_t>(height) * width, kNoHit);
+  const int64_t last_vertex = num_vertices - 1;
+  for (int64_t t = 0; t < num_triangles; ++t) {
+    const float* corner[3];
+    for (int k = 0; k < 3; ++k) {
+      // Out-of-range ids are clamped, as XLA's gather clamps them.
+      int64_t v = std::min<int64_t>(std::max<int64_t>(triangles[3 * t + k], 0),
+                                    last_vertex);
+      corner[k] = vertices + 3 * v;
+    }
+    const float ax = corner[0][0], ay = corner[0][1], az = corner[0][2];
+    const float bx = corner[1][0], by = corner[1][1], bz = corner[1][2];
+    const float cx = corner[2][0], cy = corner[2][1], cz = corner[2][2];
+    int32_t row0, row1, col0, col1;
+    CentreRange(std::min(std::min(ax, bx), cx), std::max(std::max(ax, bx), cx),
+                width, &col0, &col1);
+    CentreRange(std::min(std::min(ay, by), cy), std::max(std::max(ay, by), cy),
+                height, &row0, &row1);
+    if (row1 < row0 || col1 < col0) continue;
+    const float area = Edge(ax, ay, bx, by, cx, cy);
+    if (area == 0.0f) continue;  // zero-area triangles cover nothing
+    const float sign = area < 0.0f ? -1.0f : 1.0f;
+    const float scale = sign * (1.0f / area);
+    const float x0 = static_cast<float>(col0) + 0.5f;
+    const float y0 = static_cast<float>(row0) + 0.5f;
+    // `_triangle_setup`: edge k is opposite vertex k, w = base + ex*di - ey*dj.
+    const float px[3] = {bx, cx, ax}, py[3] = {by, cy, ay};
+    const float qx[3] = {cx, ax, bx}, qy[3] = {cy, ay, by};
+    float ex[3], ey[3], base[3];
+    for (int k = 0; k < 3; ++k) {
+      ex[k] = sign * (qx[k] - px[k]);
+      ey[k] = sign * (qy[k] - py[k]);
+      base[k] = ex[k] * (y0 - py[k]) - ey[k] * (x0 - px[k]);
+    }
+    const int32_t id = static_cast<int32_t>(t) & id_mask;
+    for (int32_t di = 0; di <= row1 - row0; ++di) {
+      const float fdi = static_cast<float>(di);
+      int32_t* row = zbuffer + static_cast<int64_t>(row0 + di) * width + col0;
+      for (int32_t dj = 0; dj <= col1 - col0; ++dj) {
+        const float fdj = static_cast<float>(dj);
+        const float w0 = base[0] + ex[0] * fdi - ey[0] * fdj;
+        const float w1 = base[1] + ex[1] * fdi - ey[1] * fdj;
+        const float w2 = base[2] + ex[2] * fdi - ey[2] * fdj;
+        if (!(w0 >= 0.0f && w1 >= 0.0f && w2 >= 0.0f)) continue;
+        const float depth = (w0 * az + w1 * bz + w2 * cz) * scale;
+        const float level =
+            std::min(std::max(std::floor(depth), 0.0f), max_level);
+        const int32_t key = (static_cast<int32_t>(level) << id_bits) | id;
+        row[dj] = std::min(row[dj], key);
+      }
+    }
+  }
+  for (int64_t p = 0; p < static_cast<int64_t>(height) * width; ++p) {
+    zbuffer[p] = zbuffer[p] == kNoHit ? -1 : (zbuffer[p] & id_mask);
+  }
+}
+
+ffi::Error VisibleTrianglesImpl(ffi::ThreadPool pool,
+                                ffi::Buffer<ffi::F32, 3> vertices,
+                                ffi::Buffer<ffi::S32, 2> triangles,
+                                ffi::ResultBuffer<ffi::S32, 3> ids) {
+  const auto vdims = vertices.dimensions();
+  const auto tdims = triangles.dimensions();
+  const auto odims = ids->dimensions();
+  if (vdims[2] != 3 || tdims[1] != 3 || odims[0] != vdims[0]) {
+    return ffi::Error::InvalidArgument(
+        "pnccface_visible_triangles: expected vertices [B, V, 3], triangles "
+        "[T, 3] and ids [B, H, W]");
+  }
+  const int64_t batch = vdims[0], num_vertices = vdims[1];
+  const int64_t num_triangles = tdims[0];
+  const int32_t height = static_cast<int32_t>(odims[1]);
+  const int32_t width = static_cast<int32_t>(odims[2]);
+  int id_bits = 1;
+  while ((int64_t{1} << id_bits) <= num_triangles) ++id_bits;  // bit_length
+  if (id_bits > 24) {
+    return ffi::Error::InvalidArgument(
+        "pnccface_visible_triangles: too many triangles for the int32 key");
+  }
+  const float* vertex_data = vertices.typed_data();
+  const int32_t* triangle_data = triangles.typed_data();
+  int32_t* id_data = ids->typed_data();
+  const int64_t pixels = static_cast<int64_t>(height) * width;
+  ForEachImage(pool, batch, [=](int64_t b) {
+    VisibleTrianglesOfImage(vertex_data + b * num_vertices * 3, num_vertices,
+                            triangle_data, num_triangles, height, width,
+                            id_bits, id_data + b * pixels);
+  });
+  return ffi::Error::Success();
+}
+
+
+// Barycentrics of pixel centre (px, py) in the triangle of vertex rows v:
+// `_pixel_barycentrics`' float ops (w / area, area 0 read as 1).
+inline void PixelBarycentrics(const float* vertices, const int64_t v[3],
+                              float px, float py, float w[3]) {
+  const float ax = vertices[3 * v[0]], ay = vertices[3 * v[0] + 1];
+  const float bx = vertices[3 * v[1]], by = vertices[3 * v[1] + 1];
+  const float cx = vertices[3 * v[2]], cy = vertices[3 * v[2] + 1];
+  const float area = Edge(ax, ay, bx, by, cx, cy);
+  const float safe_area = area == 0.0f ? 1.0f : area;
+  w[0] = Edge(bx, by, cx, cy, px, py) / safe_area;
+  w[1] = Edge(cx, cy, ax, ay, px, py) / safe_area;
+  w[2] = Edge(ax, ay, bx, by, px, py) / safe_area;
+}
+
+// Vertex rows of triangle `id`, clamped as XLA's gather clamps.
+inline void TriangleRows(const int32_t* triangles, int32_t id,
+                         int64_t last_vertex, int64_t v[3]) {
+  for (int k = 0; k < 3; ++k) {
+    v[k] = std::min<int64_t>(
+        std::max<int64_t>(triangles[3 * static_cast<int64_t>(id) + k], 0),
+        last_vertex);
+  }
+}
+
+// Barycentric interpolation of one image's attributes at its visible
+// triangles: `interpolate`'s forward, with `_pixel_barycentrics`' float ops.
+void InterpolateImage(const int32_t* ids, const float* vertices,
+                      int64_t num_vertices, const int32_t* triangles,
+                      int64_t num_triangles, const float* attributes,
+                      int64_t channels, int32_t height, int32_t width,
+                      float* values) {
+  const int64_t last_vertex = num_vertices - 1;
+  for (int32_t i = 0; i < height; ++i) {
+    const float py = static_cast<float>(i) + 0.5f;
+    for (int32_t j = 0; j < width; ++j, ++ids, values += channels) {
+      const int32_t id = *ids;
+      if (id < 0 || id >= num_triangles) {
+        std::fill(values, values + channels, 0.0f);
+        continue;
+      }
+      const float px = static_cast<float>(j) + 0.5f;
+      int64_t v[3];
+      TriangleRows(triangles, id, last_vertex, v);
+      float w[3];
+      PixelBarycentrics(vertices, v, px, py, w);
+      const float* a[3] = {attributes + v[0] * channels,
+                           attributes + v[1] * channels,
+                           attributes + v[2] * channels};
+      for (int64_t c = 0; c < channels; ++c) {
+        values[c] = w[0] * a[0][c] + w[1] * a[1][c] + w[2] * a[2][c];
+      }
+    }
+  }
+}
+
+ffi::Error InterpolateImpl(ffi::ThreadPool pool,
+                           ffi::Buffer<ffi::S32, 3> ids,
+                           ffi::Buffer<ffi::F32, 3> vertices,
+                           ffi::Buffer<ffi::S32, 2> triangles,
+                           ffi::Buffer<ffi::F32, 3> attributes,
+                           ffi::ResultBuffer<ffi::F32, 4> values) {
+  const auto idims = ids.dimensions();
+  const auto vdims = vertices.dimensions();
+  const auto adims = attributes.dimensions();
+  const int64_t batch = idims[0];
+  const int32_t height = static_cast<int32_t>(idims[1]);
+  const int32_t width = static_cast<int32_t>(idims[2]);
+  const int64_t num_vertices = vdims[1], channels = adims[2];
+  // Attributes shared by the batch come as [1, V, C].
+  const bool shared = adims[0] == 1 && batch != 1;
+  if (vdims[0] != batch || vdims[2] != 3 || triangles.dimensions()[1] != 3 ||
+      adims[1] != num_vertices || (!shared && adims[0] != batch)) {
+    return ffi::Error::InvalidArgument(
+        "pnccface_interpolate: expected ids [B, H, W], vertices [B, V, 3], "
+        "triangles [T, 3] and attributes [B or 1, V, C]");
+  }
+  const int64_t pixels = static_cast<int64_t>(height) * width;
+  const int32_t* id_data = ids.typed_data();
+  const float* vertex_data = vertices.typed_data();
+  const int32_t* triangle_data = triangles.typed_data();
+  const int64_t num_triangles = triangles.dimensions()[0];
+  const float* attribute_data = attributes.typed_data();
+  float* value_data = values->typed_data();
+  ForEachImage(pool, batch, [=](int64_t b) {
+    InterpolateImage(id_data + b * pixels,
+                     vertex_data + b * num_vertices * 3, num_vertices,
+                     triangle_data, num_triangles,
+                     attribute_data + (shared ? 0 : b * num_vertices * channels),
+                     channels, height, width,
+                     value_data + b * pixels * channels);
+  });
+  return ffi::Error::Success();
+}
+
+
+// Barycentrics [H, W, 3] and depth [H, W] of one image's visible triangles:
+// `rasterize`'s, 0 on background.
+void BarycentricsImage(const int32_t* ids, const float* vertices,
+                       int64_t num_vertices, const int32_t* triangles,
+                       int64_t num_triangles, int32_t height, int32_t width,
+                       float* barycentrics, float* depth) {
+  const int64_t last_vertex = num_vertices - 1;
+  for (int32_t i = 0; i < height; ++i) {
+    const float py = static_cast<float>(i) + 0.5f;
+    for (int32_t j = 0; j < width; ++j, ++ids, barycentrics += 3, ++depth) {
+      const int32_t id = *ids;
+      if (id < 0 || id >= num_triangles) {
+        barycentrics[0] = barycentrics[1] = barycentrics[2] = *depth = 0.0f;
+        continue;
+      }
+      int64_t v[3];
+      TriangleRows(triangles, id, last_vertex, v);
+      PixelBarycentrics(vertices, v, static_cast<float>(j) + 0.5f, py,
+                        barycentrics);
+      *depth = barycentrics[0] * vertices[3 * v[0] + 2] +
+               barycentrics[1] * vertices[3 * v[1] + 2] +
+               barycentrics[2] * vertices[3 * v[2] + 2];
+    }
+  }
+}
+
+ffi::Error BarycentricsImpl(ffi::ThreadPool pool,
+                            ffi::Buffer<ffi::S32, 3> ids,
+                            ffi::Buffer<ffi::F32, 3> vertices,
+                            ffi::Buffer<ffi::S32, 2> triangles,
+                            ffi::ResultBuffer<ffi::F32, 4> barycentrics,
+                            ffi::ResultBuffer<ffi::F32, 3> depth) {
+  const auto idims = ids.dimensions();
+  const auto vdims = vertices.dimensions();
+  const int64_t batch = idims[0];
+  const int32_t height = static_cast<int32_t>(idims[1]);
+  const int32_t width = static_cast<int32_t>(idims[2]);
+  if (vdims[0] != batch || vdims[2] != 3 || triangles.dimensions()[1] != 3) {
+    return ffi::Error::InvalidArgument(
+        "pnccface_barycentrics: expected ids [B, H, W], vertices [B, V, 3] "
+        "and triangles [T, 3]");
+  }
+  const int64_t pixels = static_cast<int64_t>(height) * width;
+  const int32_t* id_data = ids.typed_data();
+  const float* vertex_data = vertices.typed_data();
+  const int32_t* triangle_data = triangles.typed_data();
+  const int64_t num_vertices = vdims[1];
+  const int64_t num_triangles = triangles.dimensions()[0];
+  float* barycentric_data = barycentrics->typed_data();
+  float* depth_data = depth->typed_data();
+  ForEachImage(pool, batch, [=](int64_t b) {
+    BarycentricsImage(id_data + b * pixels, vertex_data + b * num_vertices * 3,
+                      num_vertices, triangle_data, num_triangles, height,
+                      width, barycentric_data + b * pixels * 3,
+                      depth_data + b * pixels);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Aliases: the handler macro would split template arguments at their commas.
+using Vertices = ffi::Buffer<ffi::F32, 3>;
+using Triangles = ffi::Buffer<ffi::S32, 2>;
+using Ids = ffi::Buffer<ffi::S32, 3>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PnccfaceVisibleTriangles, VisibleTrianglesImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Vertices>()
+                                  .Arg<Triangles>()
+                                  .Ret<Ids>());
+
+using Values = ffi::Buffer<ffi::F32, 4>;
+using Attributes = ffi::Buffer<ffi::F32, 3>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PnccfaceInterpolate, InterpolateImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Ids>()
+                                  .Arg<Vertices>()
+                                  .Arg<Triangles>()
+                                  .Arg<Attributes>()
+                                  .Ret<Values>());
+
+using Depth = ffi::Buffer<ffi::F32, 3>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PnccfaceBarycentrics, BarycentricsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Ids>()
+                                  .Arg<Vertices>()
+                                  .Arg<Triangles>()
+                                  .Ret<Values>()
+                                  .Ret<Depth>());

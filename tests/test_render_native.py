@@ -1,0 +1,171 @@
+"""The CPU kernels of `pnccface.render.native` against the JAX rasterizer.
+
+method='native' must give the triangle ids of method='scatter' bit for bit
+(same keys, same tie rule), `rasterize`'s barycentrics and depth, and
+`interpolate`'s value, with `interpolate`'s gradient unchanged. The
+brute-force comparisons are in test_render.py, parametrised over methods.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pnccface import render
+from pnccface.render import meshes
+from pnccface.render import native
+from pnccface.render import rasterizer
+from tests.test_render import fit_to_image
+from tests.test_render import load_3ddfa_face
+
+
+@pytest.fixture(autouse=True)
+def _needs_kernels():
+  if not native.available():
+    pytest.skip('no C++ compiler: the native kernels did not build')
+
+
+def rotation(yaw, pitch, roll):
+  """Degrees -> [3, 3] rotation (yaw about y, pitch about x, roll about z)."""
+  y, p, r = np.deg2rad([yaw, pitch, roll])
+  ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0],
+                 [-np.sin(y), 0, np.cos(y)]])
+  rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)],
+                 [0, np.sin(p), np.cos(p)]])
+  rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0],
+                 [0, 0, 1]])
+  return rz @ rx @ ry
+
+
+def posed_faces(vertices, size, poses):
+  return jnp.asarray(np.stack([
+      fit_to_image(vertices @ rotation(*pose).T, size, 0.8 * size)
+      for pose in poses]))
+
+
+POSES = ((0, 0, 0), (35, -10, 5), (-62, 15, -20), (85, 5, 0), (-80, -25, 30))
+
+
+def test_3ddfa_face_ids_barycentrics_depth_match_scatter(shared_data):
+  vertices, triangles, _ = load_3ddfa_face(shared_data)
+  size = 160
+  screen = posed_faces(vertices, size, POSES)
+  rasters = {
+      method: jax.jit(lambda v, m=method: render.rasterize(
+          v, triangles, size, size, method=m))(screen)
+      for method in ('scatter', 'native')}
+  ids = np.asarray(rasters['native'].triangle_id)
+  assert 0.2 < (ids >= 0).mean() < 0.8
+  # Bit-identical keys: the same winner at every pixel, ties included.
+  np.testing.assert_array_equal(ids, rasters['scatter'].triangle_id)
+  np.testing.assert_allclose(rasters['native'].barycentrics,
+                             rasters['scatter'].barycentrics, atol=1e-6)
+  np.testing.assert_allclose(rasters['native'].depth,
+                             rasters['scatter'].depth, rtol=1e-6, atol=1e-4)
+  # Barycentrics of covered pixels are a partition of one, inside [0, 1].
+  bary = np.asarray(rasters['native'].barycentrics)[ids >= 0]
+  np.testing.assert_allclose(bary.sum(-1), 1.0, atol=1e-5)
+  assert bary.min() > -1e-5 and bary.max() < 1 + 1e-5
+
+
+def test_interpolate_value_and_gradient_match_jax():
+  vertices, triangles = render_mesh()
+  size = 40
+  screen = posed_faces(vertices, size, POSES[:3])
+  raster = render.rasterize(screen, triangles, size, size, method='native')
+  rng = np.random.default_rng(0)
+  shared = jnp.asarray(rng.uniform(size=(len(vertices), 3)), jnp.float32)
+  batched = jnp.asarray(rng.uniform(size=(3, len(vertices), 2)), jnp.float32)
+  for attributes in (shared, batched):
+    value = render.interpolate(attributes, raster, screen, triangles)
+    reference = rasterizer._interpolate_jax(  # pylint: disable=protected-access
+        attributes, screen, raster.triangle_id, jnp.asarray(triangles))
+    assert value.shape == reference.shape
+    np.testing.assert_allclose(value, reference, atol=1e-6)
+    assert float(jnp.abs(value).sum()) > 0
+
+  target = jnp.asarray(rng.uniform(size=(3, size, size, 3)), jnp.float32)
+
+  def loss(interpolate_fn, v, a):
+    image = interpolate_fn(a, raster, v, triangles)
+    return jnp.sum((image - target)**2)
+
+  def jax_interpolate(a, r, v, t):
+    return rasterizer._interpolate_jax(  # pylint: disable=protected-access
+        a, v, r.triangle_id, jnp.asarray(t))
+
+  grads = jax.grad(lambda v, a: loss(render.interpolate, v, a),
+                   argnums=(0, 1))(screen, shared)
+  expected = jax.grad(lambda v, a: loss(jax_interpolate, v, a),
+                      argnums=(0, 1))(screen, shared)
+  for got, want in zip(grads, expected):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(grads[0][..., :2]).sum()) > 0  # x, y get gradient
+
+
+def render_mesh():
+  return meshes.uv_sphere(20, 30)
+
+
+def test_vmap_and_empty_images():
+  vertices, triangles = render_mesh()
+  size = 24
+  screen = posed_faces(vertices, size, POSES[:2])
+  # Off-screen meshes cover nothing: -1 ids, zero barycentrics and depth.
+  away = screen.at[1, :, 0].add(10 * size)
+  stacked = jnp.stack([screen, away])  # [2, B, V, 3]
+  per_item = jax.vmap(lambda v: render.rasterize(
+      v, triangles, size, size, method='native').triangle_id)(stacked)
+  np.testing.assert_array_equal(per_item[0], render.rasterize(
+      screen, triangles, size, size, method='scatter').triangle_id)
+  assert np.all(np.asarray(per_item[1, 1]) == -1)
+  raster = render.rasterize(away, triangles, size, size, method='native')
+  assert np.all(np.asarray(raster.barycentrics[1]) == 0)
+  assert np.all(np.asarray(raster.depth[1]) == 0)
+
+
+def test_default_on_cpu_and_fallback_without_compiler(tmp_path):
+  assert jax.default_backend() == 'cpu'
+  assert render.default_method() == 'native'
+  script = textwrap.dedent('''
+      import jax.numpy as jnp
+      from pnccface import render
+      from pnccface.render import meshes, native
+      assert not native.available()
+      assert render.default_method() == 'scatter', render.default_method()
+      v, t = meshes.uv_sphere(8, 10)
+      screen = jnp.asarray(v)[None] * 8 + jnp.asarray([12.0, 12.0, 0.0])
+      image, mask = render.render_pncc(screen, t, v * 0.5 + 0.5, 24, 24)
+      assert float(mask.mean()) > 0.1
+      print('fell back')
+  ''')
+  env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'),
+             PNCCFACE_CACHE_DIR=str(tmp_path / 'cache'))
+  result = subprocess.run([sys.executable, '-c', script], env=env,
+                          capture_output=True, text=True, timeout=300,
+                          cwd=pathlib.Path(__file__).resolve().parents[1],
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'fell back' in result.stdout
+  assert "method='native' is unavailable, using 'scatter'" in result.stderr
+  assert 'no C++ compiler found' in result.stderr
+
+
+def test_build_error_names_the_command_and_the_compiler_message(tmp_path,
+                                                                 monkeypatch):
+  failing = tmp_path / 'bad-cxx'
+  failing.write_text('#!/bin/sh\necho "kernels.cc:1: error: nope" >&2\n'
+                     'exit 1\n')
+  failing.chmod(0o755)
+  monkeypatch.setenv('CXX', str(failing))
+  monkeypatch.setenv('PNCCFACE_CACHE_DIR', str(tmp_path / 'cache'))
+  with pytest.raises(native.BuildError, match='error: nope') as error:
+    native.build()
+  assert str(failing) in str(error.value)
+  assert not list((tmp_path / 'cache').glob('*.so'))  # nothing half-written
