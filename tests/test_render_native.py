@@ -1,8 +1,10 @@
-"""The CPU kernels of `pnccface.render.native` against the JAX rasterizer.
+"""The CPU kernels of `pnccface.render.native` against the JAX code.
 
 method='native' must give the triangle ids of method='scatter' bit for bit
 (same keys, same tie rule), `rasterize`'s barycentrics and depth, and
-`interpolate`'s value, with `interpolate`'s gradient unchanged. The
+`interpolate`'s value, with `interpolate`'s gradient unchanged; the vertex
+normal sums and their gradient (the kernel's transpose) must match JAX's,
+under vmap too. The
 brute-force comparisons are in test_render.py, parametrised over methods.
 """
 
@@ -21,6 +23,7 @@ from pnccface import render
 from pnccface.render import meshes
 from pnccface.render import native
 from pnccface.render import rasterizer
+from pnccface.render import shading
 from tests.test_render import fit_to_image
 from tests.test_render import load_3ddfa_face
 
@@ -133,8 +136,10 @@ def test_vmap_and_empty_images():
 def test_default_on_cpu_and_fallback_without_compiler(tmp_path):
   assert jax.default_backend() == 'cpu'
   assert render.default_method() == 'native'
+  # Without the kernels everything is JAX again, forward-mode autodiff
+  # through the shaded renderer included.
   script = textwrap.dedent('''
-      import jax.numpy as jnp
+      import jax, jax.numpy as jnp
       from pnccface import render
       from pnccface.render import meshes, native
       assert not native.available()
@@ -143,18 +148,28 @@ def test_default_on_cpu_and_fallback_without_compiler(tmp_path):
       screen = jnp.asarray(v)[None] * 8 + jnp.asarray([12.0, 12.0, 0.0])
       image, mask = render.render_pncc(screen, t, v * 0.5 + 0.5, 24, 24)
       assert float(mask.mean()) > 0.1
-      print('fell back')
+      shade = lambda s: render.render_shaded(
+          s, t, jnp.full(v.shape, 0.5), render.ambient_sh_coefficients(1),
+          24, 24)[0].sum()
+      _, tangent = jax.jvp(shade, (screen,), (jnp.ones_like(screen),))
+      print('fell back', float(tangent))
   ''')
-  env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'),
-             PNCCFACE_CACHE_DIR=str(tmp_path / 'cache'))
-  result = subprocess.run([sys.executable, '-c', script], env=env,
-                          capture_output=True, text=True, timeout=300,
-                          cwd=pathlib.Path(__file__).resolve().parents[1],
-                          check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'fell back' in result.stdout
-  assert "method='native' is unavailable, using 'scatter'" in result.stderr
-  assert 'no C++ compiler found' in result.stderr
+  for name, value in (('CXX', str(tmp_path / 'no-such-compiler')),
+                      ('PNCCFACE_NATIVE', '0')):
+    env = dict(os.environ, PNCCFACE_CACHE_DIR=str(tmp_path / 'cache'))
+    env[name] = value
+    result = subprocess.run([sys.executable, '-c', script], env=env,
+                            capture_output=True, text=True, timeout=300,
+                            cwd=pathlib.Path(__file__).resolve().parents[1],
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'fell back' in result.stdout
+    if name == 'CXX':  # a missing compiler is said once; the switch is quiet
+      assert "method='native' is unavailable, using 'scatter'" in (
+          result.stderr)
+      assert 'no C++ compiler found' in result.stderr
+    else:
+      assert 'unavailable' not in result.stderr
 
 
 def test_build_error_names_the_command_and_the_compiler_message(tmp_path,
@@ -169,3 +184,41 @@ def test_build_error_names_the_command_and_the_compiler_message(tmp_path,
     native.build()
   assert str(failing) in str(error.value)
   assert not list((tmp_path / 'cache').glob('*.so'))  # nothing half-written
+
+
+def test_vertex_normals_value_and_gradient_match_jax():
+  vertices, triangles = render_mesh()
+  rng = np.random.default_rng(1)
+  # [2, 3, V, 3]: leading dims are flattened for the kernel.
+  batch = jnp.asarray(vertices[None, None] * rng.uniform(
+      0.5, 2.0, (2, 3, 1, 3)) + rng.normal(0, 0.02, (2, 3) + vertices.shape),
+                      jnp.float32)
+  assert native.use_for(batch)
+  sums = shading._normal_sums_native(  # pylint: disable=protected-access
+      batch.reshape(-1, *vertices.shape), jnp.asarray(triangles))
+  reference = shading._normal_sums_jax(batch, jnp.asarray(triangles))  # pylint: disable=protected-access
+  np.testing.assert_allclose(sums.reshape(batch.shape), reference, rtol=1e-5,
+                             atol=1e-6)
+  normals = render.vertex_normals(batch, triangles)
+  assert normals.shape == batch.shape
+
+  weights = jnp.asarray(rng.normal(size=batch.shape), jnp.float32)
+
+  def loss(sums_fn, v):
+    return jnp.sum(weights * sums_fn(v))
+
+  native_sums = lambda v: shading._normal_sums_native(  # pylint: disable=protected-access
+      v.reshape(-1, *vertices.shape), jnp.asarray(triangles)).reshape(v.shape)
+  jax_sums = lambda v: shading._normal_sums_jax(v, jnp.asarray(triangles))  # pylint: disable=protected-access
+  # Reverse mode: the kernel's transpose.
+  got = jax.jit(jax.grad(lambda v: loss(native_sums, v)))(batch)
+  want = jax.grad(lambda v: loss(jax_sums, v))(batch)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  assert float(jnp.abs(want).max()) > 1e-2
+  # Through the whole normalised normals, under vmap and jit.
+  unit = lambda v: jnp.sum(weights[0] * render.vertex_normals(v, triangles))
+  got = jax.jit(jax.vmap(jax.grad(unit)))(batch)
+  want = jax.vmap(jax.grad(lambda v: jnp.sum(weights[0] * (
+      jax_sums(v) / jnp.sqrt(jnp.sum(jax_sums(v)**2, -1, keepdims=True) +
+                             1e-20)))))(batch)
+  np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)

@@ -199,9 +199,7 @@ def interpolate(attributes, raster: Raster, vertices_screen,
     raise ValueError('attributes must have shape [B, V, C] or [V, C] with '
                      f'B = {batch}, V = {vertices_screen.shape[1]}, got '
                      f'{attributes.shape}')
-  # float64 (finite-difference checks) stays in JAX: the kernel is float32.
-  if (default_method() == 'native' and
-      jnp.result_type(vertices_screen, attributes) == jnp.float32):
+  if native.use_for(vertices_screen, attributes):
     return _interpolate_native(attributes, vertices_screen, triangle_id,
                                triangles)
   return _interpolate_jax(attributes, vertices_screen, triangle_id, triangles)

@@ -18,8 +18,11 @@ the other coefficients 0 (`ambient_sh_coefficients`).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from pnccface.render import native
 
 Array = jnp.ndarray
 
@@ -43,9 +46,25 @@ def vertex_normals(vertices, triangles) -> Array:
 
   Returns:
     [..., V, 3] unit normals (zero for vertices in no triangle).
+
+  On a CPU the sums of face normals and their gradient come from the native
+  kernels (float32 inputs); see `_normal_sums_native` for what autodiff they
+  support.
   """
   vertices = jnp.asarray(vertices)
   triangles = jnp.asarray(triangles, jnp.int32)
+  if native.use_for(vertices):
+    flat = vertices.reshape((-1,) + vertices.shape[-2:])
+    summed = _normal_sums_native(flat, triangles).reshape(vertices.shape)
+  else:
+    summed = _normal_sums_jax(vertices, triangles)
+  norm = jnp.sqrt(jnp.sum(summed**2, axis=-1, keepdims=True) + 1e-20)
+  return summed / norm
+
+
+def _normal_sums_jax(vertices, triangles):
+  """[..., V, 3] -> [..., V, 3] sums of the incident faces' u x w (2 x area
+  x unit normal), in JAX ops."""
   # Vertex-major structure of arrays: one [V, ...] array per coordinate, so
   # each gather index / scatter-add update is a contiguous row and the cross
   # product needs no slicing of a size-3 minor axis -- several times faster
@@ -64,9 +83,33 @@ def vertex_normals(vertices, triangles) -> Array:
     for k in range(3):
       total = total.at[triangles[:, k]].add(component)
     summed.append(total)
-  summed = jnp.moveaxis(jnp.stack(summed, axis=-1), 0, -2)
-  norm = jnp.sqrt(jnp.sum(summed**2, axis=-1, keepdims=True) + 1e-20)
-  return summed / norm
+  return jnp.moveaxis(jnp.stack(summed, axis=-1), 0, -2)
+
+
+@jax.custom_vjp
+def _normal_sums_native(vertices, triangles):
+  """`_normal_sums_jax` of [N, V, 3] float32 by the CPU kernel.
+
+  Its gradient is the kernel's transpose: one loop over the triangles
+  instead of XLA's gathers and scatter-adds (about 3/4 of MoFa's renderer
+  gradient at 64 px on a CPU). A custom VJP serves `grad`, `jacrev` and
+  `vmap` of them, but not forward mode (`jax.jvp`, `jacfwd`): for those on
+  a CPU set PNCCFACE_NATIVE=0 (`pnccface.render.native`).
+  """
+  return native.normal_sums(vertices, triangles)
+
+
+def _normal_sums_native_fwd(vertices, triangles):
+  return native.normal_sums(vertices, triangles), (vertices, triangles)
+
+
+def _normal_sums_native_bwd(residuals, sums_cotangent):
+  vertices, triangles = residuals
+  return (native.normal_sums_transpose(vertices, triangles, sums_cotangent),
+          None)
+
+
+_normal_sums_native.defvjp(_normal_sums_native_fwd, _normal_sums_native_bwd)
 
 
 def sh_basis(normals) -> Array:

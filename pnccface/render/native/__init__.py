@@ -1,18 +1,23 @@
 """The rasterizer's CPU kernels, built on first use.
 
-Three XLA FFI kernels in `kernels.cc`: the z-buffered visibility of
-`rasterize(..., method='native')` with its barycentrics and depth, and the
-forward value of `interpolate` on a CPU. Both give what the JAX code gives (identical triangle ids;
-interpolated values equal up to float rounding of the 3-term sum), in one
-cache-local loop per image instead of XLA passes, gathers and scatters over
-all B x T triangles and B x H x W pixels.
+XLA FFI kernels in `kernels.cc`, for a CPU: the z-buffered visibility of
+`rasterize(..., method='native')` with its barycentrics and depth, the
+forward value of `interpolate`, and the area-weighted vertex normal sums of
+`shading.vertex_normals` with their reverse-mode gradient. They give what
+the JAX code gives (identical triangle ids; interpolated values and normal
+sums equal up to float rounding of their sums), in one cache-local loop per
+image instead of XLA passes, gathers and scatters over all B x T triangles
+and B x H x W pixels.
 
-`kernels.cc` is compiled once per source, jaxlib and machine with
-the system C++ compiler (`$CXX`, else `c++`) against jaxlib's XLA FFI headers
+`kernels.cc` is compiled once per source, jaxlib and machine with the
+system C++ compiler (`$CXX`, else `c++`) against jaxlib's XLA FFI headers
 into a cache folder (`$PNCCFACE_CACHE_DIR`, else `~/.cache/pnccface`), then
 registered as an XLA FFI target for the CPU. Nothing is downloaded. Where no
-compiler is found, `available()` is False and `rasterizer.default_method()`
-falls back to method='scatter' (same triangle ids, slower on a CPU).
+compiler is found, or with PNCCFACE_NATIVE=0 in the environment (e.g. for
+forward-mode autodiff through `vertex_normals`, whose kernel has a custom
+VJP only), `available()` is False: `rasterizer.default_method()`
+falls back to method='scatter' (same triangle ids, slower on a CPU) and
+`interpolate` and `vertex_normals` to their JAX code.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ SOURCE = pathlib.Path(__file__).with_name('kernels.cc')
 VISIBLE_TRIANGLES = 'pnccface_visible_triangles'
 INTERPOLATE = 'pnccface_interpolate'
 BARYCENTRICS = 'pnccface_barycentrics'
+NORMAL_SUMS = 'pnccface_normal_sums'
+NORMAL_SUMS_TRANSPOSE = 'pnccface_normal_sums_transpose'
 # -ffp-contract=off: no fused multiply-adds, so every float op rounds as in
 # XLA's elementwise code and the keys are bit-identical to method='scatter'.
 FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-ffp-contract=off',
@@ -94,6 +101,8 @@ def build() -> pathlib.Path:
 @functools.cache
 def available() -> bool:
   """True when the kernels are built and registered for the CPU."""
+  if os.environ.get('PNCCFACE_NATIVE', '1') == '0':
+    return False
   try:
     library = ctypes.cdll.LoadLibrary(str(build()))
   except (BuildError, OSError) as error:
@@ -102,10 +111,24 @@ def available() -> bool:
     return False
   for name, function in ((VISIBLE_TRIANGLES, library.PnccfaceVisibleTriangles),
                          (INTERPOLATE, library.PnccfaceInterpolate),
-                         (BARYCENTRICS, library.PnccfaceBarycentrics)):
+                         (BARYCENTRICS, library.PnccfaceBarycentrics),
+                         (NORMAL_SUMS, library.PnccfaceNormalSums),
+                         (NORMAL_SUMS_TRANSPOSE,
+                          library.PnccfaceNormalSumsTranspose)):
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(function),
                                 platform='cpu')
   return True
+
+
+def use_for(*arrays) -> bool:
+  """Whether the kernels serve these inputs: a CPU backend where they built,
+  and float32 (or narrower) floats -- float64, e.g. finite-difference checks,
+  stays in JAX, as the kernels compute in float32."""
+  if jax.default_backend() != 'cpu':
+    return False
+  if any(jnp.result_type(a) == jnp.float64 for a in arrays):
+    return False
+  return available()
 
 
 def _require():
@@ -166,3 +189,25 @@ def interpolate(triangle_id, vertices, triangles, attributes):
   return call(triangle_id.astype(jnp.int32),
               vertices[..., :3].astype(jnp.float32),
               triangles.astype(jnp.int32), attributes.astype(jnp.float32))
+
+
+def normal_sums(vertices, triangles):
+  """[N, V, 3] float32 vertices -> [N, V, 3] area-weighted face-normal sums.
+
+  `shading.vertex_normals`' sum before normalisation. CPU only.
+  """
+  _require()
+  call = jax.ffi.ffi_call(
+      NORMAL_SUMS, jax.ShapeDtypeStruct(vertices.shape, jnp.float32),
+      vmap_method='sequential')
+  return call(vertices.astype(jnp.float32), triangles.astype(jnp.int32))
+
+
+def normal_sums_transpose(vertices, triangles, cotangent):
+  """The vector-Jacobian product of `normal_sums` at `vertices`. CPU only."""
+  _require()
+  call = jax.ffi.ffi_call(
+      NORMAL_SUMS_TRANSPOSE, jax.ShapeDtypeStruct(vertices.shape, jnp.float32),
+      vmap_method='sequential')
+  return call(vertices.astype(jnp.float32), triangles.astype(jnp.int32),
+              cotangent.astype(jnp.float32))

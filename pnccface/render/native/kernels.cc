@@ -19,6 +19,10 @@
 // PnccfaceBarycentrics: `rasterize`'s barycentrics and depth at the visible
 // triangles.
 //
+// PnccfaceNormalSums, PnccfaceNormalSumsTranspose: the area-weighted sum
+// of face normals at each vertex (`shading.vertex_normals`) and its
+// transpose, the reverse-mode gradient.
+//
 // PnccfaceInterpolate: the forward value of `rasterizer.interpolate` (its
 // gradient stays in JAX): barycentrics recomputed at each pixel centre from
 // the visible triangle's screen vertices, as `_pixel_barycentrics` does, then
@@ -32,7 +36,9 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -355,6 +361,132 @@ ffi::Error BarycentricsImpl(ffi::ThreadPool pool,
   return ffi::Error::Success();
 }
 
+
+// Area-weighted vertex normal sums of one mesh: every triangle (a, b, c)
+// adds its un-normalised normal (b - a) x (c - a) to its three vertices
+// (`shading.vertex_normals`' sum, corners in the same order).
+void NormalSumsImage(const float* vertices, int64_t num_vertices,
+                     const int32_t* triangles, int64_t num_triangles,
+                     float* faces, float* sums) {
+  const int64_t last_vertex = num_vertices - 1;
+  for (int64_t t = 0; t < num_triangles; ++t) {
+    int64_t v[3];
+    TriangleRows(triangles, static_cast<int32_t>(t), last_vertex, v);
+    const float* a = vertices + 3 * v[0];
+    const float* b = vertices + 3 * v[1];
+    const float* c = vertices + 3 * v[2];
+    const float u[3] = {b[0] - a[0], b[1] - a[1], b[2] - a[2]};
+    const float w[3] = {c[0] - a[0], c[1] - a[1], c[2] - a[2]};
+    float* face = faces + 3 * t;
+    face[0] = u[1] * w[2] - u[2] * w[1];
+    face[1] = u[2] * w[0] - u[0] * w[2];
+    face[2] = u[0] * w[1] - u[1] * w[0];
+  }
+  std::fill(sums, sums + 3 * num_vertices, 0.0f);
+  for (int k = 0; k < 3; ++k) {  // corner by corner, as the JAX scatter-adds
+    for (int64_t t = 0; t < num_triangles; ++t) {
+      int64_t v[3];
+      TriangleRows(triangles, static_cast<int32_t>(t), last_vertex, v);
+      float* sum = sums + 3 * v[k];
+      const float* face = faces + 3 * t;
+      sum[0] += face[0];
+      sum[1] += face[1];
+      sum[2] += face[2];
+    }
+  }
+}
+
+// The transpose (vector-Jacobian product) of NormalSumsImage at `vertices`:
+// with g the summed cotangent of a triangle's three vertices, u = b - a and
+// w = c - a, d/du <g, u x w> = w x g and d/dw <g, u x w> = g x u.
+void NormalSumsTransposeImage(const float* vertices, int64_t num_vertices,
+                              const int32_t* triangles, int64_t num_triangles,
+                              const float* cotangent, float* grads) {
+  const int64_t last_vertex = num_vertices - 1;
+  std::fill(grads, grads + 3 * num_vertices, 0.0f);
+  for (int64_t t = 0; t < num_triangles; ++t) {
+    int64_t v[3];
+    TriangleRows(triangles, static_cast<int32_t>(t), last_vertex, v);
+    const float* a = vertices + 3 * v[0];
+    const float* b = vertices + 3 * v[1];
+    const float* c = vertices + 3 * v[2];
+    const float u[3] = {b[0] - a[0], b[1] - a[1], b[2] - a[2]};
+    const float w[3] = {c[0] - a[0], c[1] - a[1], c[2] - a[2]};
+    float g[3];
+    for (int i = 0; i < 3; ++i) {
+      g[i] = cotangent[3 * v[0] + i] + cotangent[3 * v[1] + i] +
+             cotangent[3 * v[2] + i];
+    }
+    const float du[3] = {w[1] * g[2] - w[2] * g[1], w[2] * g[0] - w[0] * g[2],
+                         w[0] * g[1] - w[1] * g[0]};
+    const float dw[3] = {g[1] * u[2] - g[2] * u[1], g[2] * u[0] - g[0] * u[2],
+                         g[0] * u[1] - g[1] * u[0]};
+    for (int i = 0; i < 3; ++i) {
+      grads[3 * v[1] + i] += du[i];
+      grads[3 * v[2] + i] += dw[i];
+      grads[3 * v[0] + i] -= du[i] + dw[i];
+    }
+  }
+}
+
+ffi::Error CheckMesh(const char* name, ffi::Buffer<ffi::F32, 3>& vertices,
+                     ffi::Buffer<ffi::S32, 2>& triangles) {
+  if (vertices.dimensions()[2] != 3 || triangles.dimensions()[1] != 3) {
+    return ffi::Error::InvalidArgument(
+        std::string(name) + ": expected vertices [N, V, 3], triangles [T, 3]");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error NormalSumsImpl(ffi::ThreadPool pool,
+                          ffi::Buffer<ffi::F32, 3> vertices,
+                          ffi::Buffer<ffi::S32, 2> triangles,
+                          ffi::ResultBuffer<ffi::F32, 3> sums) {
+  if (auto error = CheckMesh("pnccface_normal_sums", vertices, triangles);
+      error.failure()) {
+    return error;
+  }
+  const int64_t batch = vertices.dimensions()[0];
+  const int64_t num_vertices = vertices.dimensions()[1];
+  const int64_t num_triangles = triangles.dimensions()[0];
+  const float* vertex_data = vertices.typed_data();
+  const int32_t* triangle_data = triangles.typed_data();
+  float* sum_data = sums->typed_data();
+  ForEachImage(pool, batch, [=](int64_t n) {
+    std::vector<float> faces(3 * num_triangles);
+    NormalSumsImage(vertex_data + n * num_vertices * 3, num_vertices,
+                    triangle_data, num_triangles, faces.data(),
+                    sum_data + n * num_vertices * 3);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error NormalSumsTransposeImpl(ffi::ThreadPool pool,
+                                   ffi::Buffer<ffi::F32, 3> vertices,
+                                   ffi::Buffer<ffi::S32, 2> triangles,
+                                   ffi::Buffer<ffi::F32, 3> cotangent,
+                                   ffi::ResultBuffer<ffi::F32, 3> grads) {
+  if (auto error = CheckMesh("pnccface_normal_sums_transpose", vertices,
+                             triangles);
+      error.failure()) {
+    return error;
+  }
+  const int64_t batch = vertices.dimensions()[0];
+  const int64_t num_vertices = vertices.dimensions()[1];
+  const int64_t num_triangles = triangles.dimensions()[0];
+  const float* vertex_data = vertices.typed_data();
+  const int32_t* triangle_data = triangles.typed_data();
+  const float* cotangent_data = cotangent.typed_data();
+  float* grad_data = grads->typed_data();
+  ForEachImage(pool, batch, [=](int64_t n) {
+    NormalSumsTransposeImage(vertex_data + n * num_vertices * 3, num_vertices,
+                             triangle_data, num_triangles,
+                             cotangent_data + n * num_vertices * 3,
+                             grad_data + n * num_vertices * 3);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Aliases: the handler macro would split template arguments at their commas.
@@ -391,3 +523,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PnccfaceBarycentrics, BarycentricsImpl,
                                   .Arg<Triangles>()
                                   .Ret<Values>()
                                   .Ret<Depth>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PnccfaceNormalSums, NormalSumsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Vertices>()
+                                  .Arg<Triangles>()
+                                  .Ret<Vertices>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PnccfaceNormalSumsTranspose,
+                              NormalSumsTransposeImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Vertices>()
+                                  .Arg<Triangles>()
+                                  .Arg<Vertices>()
+                                  .Ret<Vertices>());
