@@ -222,3 +222,19 @@ def test_vertex_normals_value_and_gradient_match_jax():
       jax_sums(v) / jnp.sqrt(jnp.sum(jax_sums(v)**2, -1, keepdims=True) +
                              1e-20)))))(batch)
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_non_finite_vertices_cover_nothing_and_do_not_crash():
+  vertices, triangles = render_mesh()
+  size = 24
+  screen = np.array(posed_faces(vertices, size, POSES[:1]))
+  bad = screen.copy()
+  bad[0, :40] = np.nan  # a diverged model's output, in part
+  bad[0, 40:80, 0] = np.inf
+  ids = {m: np.asarray(render.rasterize(bad, triangles, size, size,
+                                        method=m).triangle_id)
+         for m in ('scatter', 'native')}
+  np.testing.assert_array_equal(ids['native'], ids['scatter'])
+  touched = np.isin(triangles, np.arange(80)).any(-1)
+  assert not np.isin(ids['native'], np.flatnonzero(touched)).any()
+  assert (ids['native'] >= 0).any()

@@ -57,6 +57,11 @@ inline float Edge(float ax, float ay, float bx, float by, float px, float py) {
 // `_pixel_boxes`' centre_range.
 inline void CentreRange(float lo, float hi, int32_t size, int32_t* first,
                         int32_t* last) {
+  if (!(lo <= hi)) {  // NaN: an empty range (XLA's edge tests fail there too)
+    *first = 0;
+    *last = -1;
+    return;
+  }
   const float limit = static_cast<float>(size) + 2.0f;
   // std::min/max in this order are jnp.clip's min(max(x, lo), hi).
   float f = std::ceil(std::min(std::max(lo, -2.0f), limit) - 0.5f);
@@ -160,8 +165,11 @@ void VisibleTrianglesOfImage(const float* vertices, int64_t num_vertices,
         const float w2 = base[2] + ex[2] * fdi - ey[2] * fdj;
         if (!(w0 >= 0.0f && w1 >= 0.0f && w2 >= 0.0f)) continue;
         const float depth = (w0 * az + w1 * bz + w2 * cz) * scale;
+        // jnp.clip(floor(depth), 0, max_level) converted as XLA converts
+        // (NaN -> 0), without C++'s undefined float-to-int of a NaN.
+        const float floored = std::floor(depth);
         const float level =
-            std::min(std::max(std::floor(depth), 0.0f), max_level);
+            floored >= 0.0f ? std::min(floored, max_level) : 0.0f;
         const int32_t key = (static_cast<int32_t>(level) << id_bits) | id;
         row[dj] = std::min(row[dj], key);
       }
