@@ -238,3 +238,20 @@ def test_non_finite_vertices_cover_nothing_and_do_not_crash():
   touched = np.isin(triangles, np.arange(80)).any(-1)
   assert not np.isin(ids['native'], np.flatnonzero(touched)).any()
   assert (ids['native'] >= 0).any()
+
+
+def test_only_float32_goes_to_the_kernels():
+  vertices, triangles = render_mesh()
+  single = jnp.asarray(vertices, jnp.float32)
+  assert native.use_for(single, single)
+  half = single.astype(jnp.bfloat16)
+  assert not native.use_for(single, half)
+  # bfloat16 stays in JAX: its dtype and precision are JAX's.
+  assert render.vertex_normals(half, triangles).dtype == jnp.bfloat16
+  with jax.enable_x64(True):
+    double = jnp.asarray(vertices, jnp.float64)
+    assert not native.use_for(double)
+    normals = render.vertex_normals(double, triangles)
+    assert normals.dtype == jnp.float64
+    np.testing.assert_allclose(
+        normals, render.vertex_normals(single, triangles), atol=1e-5)

@@ -175,8 +175,8 @@ def interpolate(attributes, raster: Raster, vertices_screen,
   gradient ignores visibility changes -- silhouette edges and occlusion
   boundaries moving across pixel centres. Interpolation is screen-space
   linear (not perspective-corrected). On a CPU the value of float32 inputs
-  comes from the native kernel (`pnccface.render.native`) and the gradient from the same
-  JAX code as elsewhere.
+  comes from the native kernel (`pnccface.render.native`), the gradient
+  from the same JAX code as elsewhere.
 
   Args:
     attributes: [B, V, C] or [V, C] (shared by the batch) float.

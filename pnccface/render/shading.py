@@ -91,8 +91,8 @@ def _normal_sums_native(vertices, triangles):
   """`_normal_sums_jax` of [N, V, 3] float32 by the CPU kernel.
 
   Its gradient is the kernel's transpose: one loop over the triangles
-  instead of XLA's gathers and scatter-adds (about 3/4 of MoFa's renderer
-  gradient at 64 px on a CPU). A custom VJP serves `grad`, `jacrev` and
+  instead of XLA's gathers and scatter-adds (these were more than half of
+  MoFa's renderer forward+backward at 64 px on a CPU). A custom VJP serves `grad`, `jacrev` and
   `vmap` of them, but not forward mode (`jax.jvp`, `jacfwd`): for those on
   a CPU set PNCCFACE_NATIVE=0 (`pnccface.render.native`).
   """

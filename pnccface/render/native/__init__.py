@@ -122,11 +122,11 @@ def available() -> bool:
 
 def use_for(*arrays) -> bool:
   """Whether the kernels serve these inputs: a CPU backend where they built,
-  and float32 (or narrower) floats -- float64, e.g. finite-difference checks,
-  stays in JAX, as the kernels compute in float32."""
+  and float32 arrays. Other dtypes (float64 finite-difference checks,
+  bfloat16) stay in JAX, which keeps their precision and output dtype."""
   if jax.default_backend() != 'cpu':
     return False
-  if any(jnp.result_type(a) == jnp.float64 for a in arrays):
+  if any(jnp.result_type(a) != jnp.float32 for a in arrays):
     return False
   return available()
 
