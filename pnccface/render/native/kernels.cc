@@ -70,6 +70,15 @@ inline void CentreRange(float lo, float hi, int32_t size, int32_t* first,
   *last = std::min(static_cast<int32_t>(l), size - 1);
 }
 
+// Vertex rows of triangle `id`, clamped as XLA's gather clamps.
+inline void TriangleRows(const int32_t* triangles, int64_t id,
+                         int64_t last_vertex, int64_t v[3]) {
+  for (int k = 0; k < 3; ++k) {
+    v[k] = std::min<int64_t>(std::max<int64_t>(triangles[3 * id + k], 0),
+                             last_vertex);
+  }
+}
+
 // Calls image(b) for every b in [0, batch): on the calling thread and, where
 // XLA's intra-op pool has more threads, on them too (images are
 // independent). The caller waits only for images that running tasks have
@@ -123,16 +132,14 @@ void VisibleTrianglesOfImage(const float* vertices, int64_t num_vertices,
   std::fill(zbuffer, zbuffer + static_cast<int64_t>(height) * width, kNoHit);
   const int64_t last_vertex = num_vertices - 1;
   for (int64_t t = 0; t < num_triangles; ++t) {
-    const float* corner[3];
-    for (int k = 0; k < 3; ++k) {
-      // Out-of-range ids are clamped, as XLA's gather clamps them.
-      int64_t v = std::min<int64_t>(std::max<int64_t>(triangles[3 * t + k], 0),
-                                    last_vertex);
-      corner[k] = vertices + 3 * v;
-    }
-    const float ax = corner[0][0], ay = corner[0][1], az = corner[0][2];
-    const float bx = corner[1][0], by = corner[1][1], bz = corner[1][2];
-    const float cx = corner[2][0], cy = corner[2][1], cz = corner[2][2];
+    int64_t v[3];
+    TriangleRows(triangles, t, last_vertex, v);
+    const float ax = vertices[3 * v[0]], ay = vertices[3 * v[0] + 1];
+    const float az = vertices[3 * v[0] + 2];
+    const float bx = vertices[3 * v[1]], by = vertices[3 * v[1] + 1];
+    const float bz = vertices[3 * v[1] + 2];
+    const float cx = vertices[3 * v[2]], cy = vertices[3 * v[2] + 1];
+    const float cz = vertices[3 * v[2] + 2];
     int32_t row0, row1, col0, col1;
     CentreRange(std::min(std::min(ax, bx), cx), std::max(std::max(ax, bx), cx),
                 width, &col0, &col1);
@@ -215,59 +222,63 @@ ffi::Error VisibleTrianglesImpl(ffi::ThreadPool pool,
 }
 
 
-// Barycentrics of pixel centre (px, py) in the triangle of vertex rows v:
-// `_pixel_barycentrics`' float ops (w / area, area 0 read as 1).
-inline void PixelBarycentrics(const float* vertices, const int64_t v[3],
-                              float px, float py, float w[3]) {
-  const float ax = vertices[3 * v[0]], ay = vertices[3 * v[0] + 1];
-  const float bx = vertices[3 * v[1]], by = vertices[3 * v[1] + 1];
-  const float cx = vertices[3 * v[2]], cy = vertices[3 * v[2] + 1];
-  const float area = Edge(ax, ay, bx, by, cx, cy);
-  const float safe_area = area == 0.0f ? 1.0f : area;
-  w[0] = Edge(bx, by, cx, cy, px, py) / safe_area;
-  w[1] = Edge(cx, cy, ax, ay, px, py) / safe_area;
-  w[2] = Edge(ax, ay, bx, by, px, py) / safe_area;
-}
-
-// Vertex rows of triangle `id`, clamped as XLA's gather clamps.
-inline void TriangleRows(const int32_t* triangles, int32_t id,
-                         int64_t last_vertex, int64_t v[3]) {
-  for (int k = 0; k < 3; ++k) {
-    v[k] = std::min<int64_t>(
-        std::max<int64_t>(triangles[3 * static_cast<int64_t>(id) + k], 0),
-        last_vertex);
-  }
-}
-
-// Barycentric interpolation of one image's attributes at its visible
-// triangles: `interpolate`'s forward, with `_pixel_barycentrics`' float ops.
-void InterpolateImage(const int32_t* ids, const float* vertices,
-                      int64_t num_vertices, const int32_t* triangles,
-                      int64_t num_triangles, const float* attributes,
-                      int64_t channels, int32_t height, int32_t width,
-                      float* values) {
+// Visits the H x W pixels of one image: visit(pixel, rows, barycentrics)
+// where the pixel shows a triangle (vertex rows `rows`), empty(pixel)
+// elsewhere. Barycentrics at the pixel centre use `_pixel_barycentrics`'
+// float ops (w / area, an area of 0 read as 1).
+template <typename Visit, typename Empty>
+void ForEachPixel(const int32_t* ids, const float* vertices,
+                  int64_t num_vertices, const int32_t* triangles,
+                  int64_t num_triangles, int32_t height, int32_t width,
+                  Visit visit, Empty empty) {
   const int64_t last_vertex = num_vertices - 1;
+  int64_t pixel = 0;
   for (int32_t i = 0; i < height; ++i) {
     const float py = static_cast<float>(i) + 0.5f;
-    for (int32_t j = 0; j < width; ++j, ++ids, values += channels) {
-      const int32_t id = *ids;
+    for (int32_t j = 0; j < width; ++j, ++pixel) {
+      const int32_t id = ids[pixel];
       if (id < 0 || id >= num_triangles) {
-        std::fill(values, values + channels, 0.0f);
+        empty(pixel);
         continue;
       }
       const float px = static_cast<float>(j) + 0.5f;
       int64_t v[3];
       TriangleRows(triangles, id, last_vertex, v);
-      float w[3];
-      PixelBarycentrics(vertices, v, px, py, w);
-      const float* a[3] = {attributes + v[0] * channels,
-                           attributes + v[1] * channels,
-                           attributes + v[2] * channels};
-      for (int64_t c = 0; c < channels; ++c) {
-        values[c] = w[0] * a[0][c] + w[1] * a[1][c] + w[2] * a[2][c];
-      }
+      const float ax = vertices[3 * v[0]], ay = vertices[3 * v[0] + 1];
+      const float bx = vertices[3 * v[1]], by = vertices[3 * v[1] + 1];
+      const float cx = vertices[3 * v[2]], cy = vertices[3 * v[2] + 1];
+      const float area = Edge(ax, ay, bx, by, cx, cy);
+      const float safe_area = area == 0.0f ? 1.0f : area;
+      const float w[3] = {Edge(bx, by, cx, cy, px, py) / safe_area,
+                          Edge(cx, cy, ax, ay, px, py) / safe_area,
+                          Edge(ax, ay, bx, by, px, py) / safe_area};
+      visit(pixel, v, w);
     }
   }
+}
+
+// Barycentric interpolation of one image's attributes [V, C] at its visible
+// triangles into values [H, W, C]: `interpolate`'s forward, 0 on background.
+void InterpolateImage(const int32_t* ids, const float* vertices,
+                      int64_t num_vertices, const int32_t* triangles,
+                      int64_t num_triangles, const float* attributes,
+                      int64_t channels, int32_t height, int32_t width,
+                      float* values) {
+  ForEachPixel(
+      ids, vertices, num_vertices, triangles, num_triangles, height, width,
+      [&](int64_t pixel, const int64_t v[3], const float w[3]) {
+        const float* a = attributes + v[0] * channels;
+        const float* b = attributes + v[1] * channels;
+        const float* c = attributes + v[2] * channels;
+        float* out = values + pixel * channels;
+        for (int64_t k = 0; k < channels; ++k) {
+          out[k] = w[0] * a[k] + w[1] * b[k] + w[2] * c[k];
+        }
+      },
+      [&](int64_t pixel) {
+        std::fill(values + pixel * channels, values + (pixel + 1) * channels,
+                  0.0f);
+      });
 }
 
 ffi::Error InterpolateImpl(ffi::ThreadPool pool,
@@ -316,24 +327,19 @@ void BarycentricsImage(const int32_t* ids, const float* vertices,
                        int64_t num_vertices, const int32_t* triangles,
                        int64_t num_triangles, int32_t height, int32_t width,
                        float* barycentrics, float* depth) {
-  const int64_t last_vertex = num_vertices - 1;
-  for (int32_t i = 0; i < height; ++i) {
-    const float py = static_cast<float>(i) + 0.5f;
-    for (int32_t j = 0; j < width; ++j, ++ids, barycentrics += 3, ++depth) {
-      const int32_t id = *ids;
-      if (id < 0 || id >= num_triangles) {
-        barycentrics[0] = barycentrics[1] = barycentrics[2] = *depth = 0.0f;
-        continue;
-      }
-      int64_t v[3];
-      TriangleRows(triangles, id, last_vertex, v);
-      PixelBarycentrics(vertices, v, static_cast<float>(j) + 0.5f, py,
-                        barycentrics);
-      *depth = barycentrics[0] * vertices[3 * v[0] + 2] +
-               barycentrics[1] * vertices[3 * v[1] + 2] +
-               barycentrics[2] * vertices[3 * v[2] + 2];
-    }
-  }
+  ForEachPixel(
+      ids, vertices, num_vertices, triangles, num_triangles, height, width,
+      [&](int64_t pixel, const int64_t v[3], const float w[3]) {
+        std::copy(w, w + 3, barycentrics + 3 * pixel);
+        depth[pixel] = w[0] * vertices[3 * v[0] + 2] +
+                       w[1] * vertices[3 * v[1] + 2] +
+                       w[2] * vertices[3 * v[2] + 2];
+      },
+      [&](int64_t pixel) {
+        std::fill(barycentrics + 3 * pixel, barycentrics + 3 * pixel + 3,
+                  0.0f);
+        depth[pixel] = 0.0f;
+      });
 }
 
 ffi::Error BarycentricsImpl(ffi::ThreadPool pool,
@@ -370,65 +376,73 @@ ffi::Error BarycentricsImpl(ffi::ThreadPool pool,
 }
 
 
+// A triangle's vertex rows and edge vectors u = b - a, w = c - a.
+struct Corners {
+  int64_t v[3];
+  float u[3], w[3];
+};
+
+inline Corners CornersOf(const float* vertices, const int32_t* triangles,
+                         int64_t t, int64_t last_vertex) {
+  Corners corners;
+  TriangleRows(triangles, t, last_vertex, corners.v);
+  const float* a = vertices + 3 * corners.v[0];
+  const float* b = vertices + 3 * corners.v[1];
+  const float* c = vertices + 3 * corners.v[2];
+  for (int i = 0; i < 3; ++i) {
+    corners.u[i] = b[i] - a[i];
+    corners.w[i] = c[i] - a[i];
+  }
+  return corners;
+}
+
 // Area-weighted vertex normal sums of one mesh: every triangle (a, b, c)
-// adds its un-normalised normal (b - a) x (c - a) to its three vertices
-// (`shading.vertex_normals`' sum, corners in the same order).
+// adds its un-normalised normal u x w to its three vertices
+// (`shading.vertex_normals`' sum, corners in the same order). `faces` is
+// [T, 3] scratch.
 void NormalSumsImage(const float* vertices, int64_t num_vertices,
                      const int32_t* triangles, int64_t num_triangles,
                      float* faces, float* sums) {
   const int64_t last_vertex = num_vertices - 1;
   for (int64_t t = 0; t < num_triangles; ++t) {
-    int64_t v[3];
-    TriangleRows(triangles, static_cast<int32_t>(t), last_vertex, v);
-    const float* a = vertices + 3 * v[0];
-    const float* b = vertices + 3 * v[1];
-    const float* c = vertices + 3 * v[2];
-    const float u[3] = {b[0] - a[0], b[1] - a[1], b[2] - a[2]};
-    const float w[3] = {c[0] - a[0], c[1] - a[1], c[2] - a[2]};
+    const Corners q = CornersOf(vertices, triangles, t, last_vertex);
     float* face = faces + 3 * t;
-    face[0] = u[1] * w[2] - u[2] * w[1];
-    face[1] = u[2] * w[0] - u[0] * w[2];
-    face[2] = u[0] * w[1] - u[1] * w[0];
+    face[0] = q.u[1] * q.w[2] - q.u[2] * q.w[1];
+    face[1] = q.u[2] * q.w[0] - q.u[0] * q.w[2];
+    face[2] = q.u[0] * q.w[1] - q.u[1] * q.w[0];
   }
   std::fill(sums, sums + 3 * num_vertices, 0.0f);
   for (int k = 0; k < 3; ++k) {  // corner by corner, as the JAX scatter-adds
     for (int64_t t = 0; t < num_triangles; ++t) {
       int64_t v[3];
-      TriangleRows(triangles, static_cast<int32_t>(t), last_vertex, v);
-      float* sum = sums + 3 * v[k];
-      const float* face = faces + 3 * t;
-      sum[0] += face[0];
-      sum[1] += face[1];
-      sum[2] += face[2];
+      TriangleRows(triangles, t, last_vertex, v);
+      for (int i = 0; i < 3; ++i) sums[3 * v[k] + i] += faces[3 * t + i];
     }
   }
 }
 
 // The transpose (vector-Jacobian product) of NormalSumsImage at `vertices`:
-// with g the summed cotangent of a triangle's three vertices, u = b - a and
-// w = c - a, d/du <g, u x w> = w x g and d/dw <g, u x w> = g x u.
+// with g the summed cotangent of a triangle's three vertices,
+// d/du <g, u x w> = w x g and d/dw <g, u x w> = g x u.
 void NormalSumsTransposeImage(const float* vertices, int64_t num_vertices,
                               const int32_t* triangles, int64_t num_triangles,
                               const float* cotangent, float* grads) {
   const int64_t last_vertex = num_vertices - 1;
   std::fill(grads, grads + 3 * num_vertices, 0.0f);
   for (int64_t t = 0; t < num_triangles; ++t) {
-    int64_t v[3];
-    TriangleRows(triangles, static_cast<int32_t>(t), last_vertex, v);
-    const float* a = vertices + 3 * v[0];
-    const float* b = vertices + 3 * v[1];
-    const float* c = vertices + 3 * v[2];
-    const float u[3] = {b[0] - a[0], b[1] - a[1], b[2] - a[2]};
-    const float w[3] = {c[0] - a[0], c[1] - a[1], c[2] - a[2]};
+    const Corners q = CornersOf(vertices, triangles, t, last_vertex);
+    const int64_t* v = q.v;
     float g[3];
     for (int i = 0; i < 3; ++i) {
       g[i] = cotangent[3 * v[0] + i] + cotangent[3 * v[1] + i] +
              cotangent[3 * v[2] + i];
     }
-    const float du[3] = {w[1] * g[2] - w[2] * g[1], w[2] * g[0] - w[0] * g[2],
-                         w[0] * g[1] - w[1] * g[0]};
-    const float dw[3] = {g[1] * u[2] - g[2] * u[1], g[2] * u[0] - g[0] * u[2],
-                         g[0] * u[1] - g[1] * u[0]};
+    const float du[3] = {q.w[1] * g[2] - q.w[2] * g[1],
+                         q.w[2] * g[0] - q.w[0] * g[2],
+                         q.w[0] * g[1] - q.w[1] * g[0]};
+    const float dw[3] = {g[1] * q.u[2] - g[2] * q.u[1],
+                         g[2] * q.u[0] - g[0] * q.u[2],
+                         g[0] * q.u[1] - g[1] * q.u[0]};
     for (int i = 0; i < 3; ++i) {
       grads[3 * v[1] + i] += du[i];
       grads[3 * v[2] + i] += dw[i];
